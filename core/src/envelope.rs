@@ -1,0 +1,460 @@
+//! Signed envelopes: the unit in which every change travels and is stored.
+//!
+//! An [`Envelope`] carries one transaction of one device: its author, its place in the author's
+//! chain (`seq` and the ID of the author's previous envelope), the IDs of the other envelopes it
+//! causally follows, an HLC timestamp, a payload (for document changes, a `yrs` update) and an
+//! Ed25519 signature. It is named by the BLAKE3 hash of its signed body ([`EnvelopeId`]).
+//!
+//! Decoding ([`Envelope::decode`]) checks form only: sizes, caps, canonical order. Trust is a
+//! separate step, [`Envelope::verify`], which checks the author against a [`DeviceRegistry`] and
+//! the signature with `verify_strict`, and returns a [`VerifiedEnvelope`] — the only type the rest
+//! of the system accepts. [`AuthorChains`] then places it in its author's chain, telling a
+//! duplicate from a gap from **equivocation** (two different envelopes signed for one place).
+//!
+//! The byte layout is in `docs/protocol.md`.
+
+use std::collections::{BTreeMap, btree_map::Entry};
+
+use crate::certificate::DeviceRegistry;
+use crate::codec::{Reader, Writer};
+use crate::error::{DecodeError, VerifyError};
+use crate::hash::{Hash, context};
+use crate::hlc::Timestamp;
+use crate::identity::{DeviceId, DeviceSecretKey, IdentityId, domain, signing_message};
+
+/// The envelope format byte this build writes and reads: type 1, version 1.
+pub const ENVELOPE_FORMAT: u8 = 0x11;
+/// Largest payload, in bytes (1 MiB). Larger changes are split into several envelopes.
+pub const MAX_PAYLOAD_LEN: u32 = 1 << 20;
+/// Most parents an envelope may name besides its author's previous one.
+pub const MAX_PARENTS: u8 = 64;
+/// Largest encoded envelope.
+pub const MAX_ENVELOPE_LEN: usize = 1
+    + 1
+    + 32
+    + 8
+    + 32
+    + Timestamp::ENCODED_LEN
+    + 1
+    + 32 * MAX_PARENTS as usize
+    + 4
+    + MAX_PAYLOAD_LEN as usize
+    + 64;
+
+/// The name of an envelope: the hash of its signed body.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct EnvelopeId(pub Hash);
+
+impl EnvelopeId {
+    /// The raw hash bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+}
+
+impl core::fmt::Display for EnvelopeId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// What an envelope will say, before it is signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsignedEnvelope {
+    /// Payload type; its meaning belongs to the layer above (see `docs/protocol.md`).
+    pub kind: u8,
+    /// Place in the author's chain, from 1.
+    pub seq: u64,
+    /// The author's previous envelope: `None` exactly when `seq == 1`.
+    pub prev: Option<EnvelopeId>,
+    /// When it was written.
+    pub hlc: Timestamp,
+    /// Other envelopes it causally follows (deduplicated and sorted when signed).
+    pub parents: Vec<EnvelopeId>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why an envelope could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeBuildError {
+    /// The payload is over [`MAX_PAYLOAD_LEN`].
+    #[error("payload of {0} bytes is over the {MAX_PAYLOAD_LEN}-byte limit; split the change")]
+    PayloadTooLarge(usize),
+    /// More than [`MAX_PARENTS`] parents.
+    #[error("{0} parents is over the limit of {MAX_PARENTS}")]
+    TooManyParents(usize),
+    /// `seq` is 0, or `prev` is given for `seq == 1` or missing for a later one.
+    #[error("sequence {seq} does not fit the previous-envelope link")]
+    BadChainLink {
+        /// The sequence number given.
+        seq: u64,
+    },
+}
+
+/// A decoded envelope. **Not verified**: call [`Envelope::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    kind: u8,
+    author: DeviceId,
+    seq: u64,
+    prev: Option<EnvelopeId>,
+    hlc: Timestamp,
+    parents: Vec<EnvelopeId>,
+    payload: Vec<u8>,
+    signature: [u8; 64],
+    id: EnvelopeId,
+}
+
+impl Envelope {
+    /// Signs `unsigned` as `author` of `identity`.
+    pub fn sign(
+        author: &DeviceSecretKey,
+        identity: &IdentityId,
+        unsigned: UnsignedEnvelope,
+    ) -> Result<VerifiedEnvelope, EnvelopeBuildError> {
+        let UnsignedEnvelope {
+            kind,
+            seq,
+            prev,
+            hlc,
+            mut parents,
+            payload,
+        } = unsigned;
+        if payload.len() > MAX_PAYLOAD_LEN as usize {
+            return Err(EnvelopeBuildError::PayloadTooLarge(payload.len()));
+        }
+        if (seq == 0) || ((seq == 1) != prev.is_none()) {
+            return Err(EnvelopeBuildError::BadChainLink { seq });
+        }
+        parents.sort_unstable();
+        parents.dedup();
+        parents.retain(|p| Some(*p) != prev);
+        if parents.len() > usize::from(MAX_PARENTS) {
+            return Err(EnvelopeBuildError::TooManyParents(parents.len()));
+        }
+        let mut envelope = Envelope {
+            kind,
+            author: author.public(),
+            seq,
+            prev,
+            hlc,
+            parents,
+            payload,
+            signature: [0; 64],
+            id: EnvelopeId(Hash::ZERO),
+        };
+        let body = envelope.encode_body();
+        envelope.id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body.as_bytes()]));
+        envelope.signature =
+            author.sign(&signing_message(domain::ENVELOPE, identity, &envelope.id.0));
+        Ok(VerifiedEnvelope(envelope))
+    }
+
+    fn encode_body(&self) -> Writer {
+        let mut w = Writer::with_capacity(self.encoded_len());
+        w.u8(ENVELOPE_FORMAT)
+            .u8(self.kind)
+            .raw(self.author.as_bytes())
+            .u64(self.seq);
+        if let Some(prev) = &self.prev {
+            w.raw(prev.as_bytes());
+        }
+        w.u64(self.hlc.wall_ms).u32(self.hlc.counter);
+        let parents: Vec<[u8; 32]> = self.parents.iter().map(|p| *p.as_bytes()).collect();
+        w.hashes(&parents).bytes_u32(&self.payload);
+        w
+    }
+
+    /// Size of the encoding.
+    pub fn encoded_len(&self) -> usize {
+        let prev = if self.prev.is_some() { 32 } else { 0 };
+        const FIXED: usize = 1 + 1 + 32 + 8 + Timestamp::ENCODED_LEN + 1 + 4 + 64;
+        FIXED
+            .saturating_add(prev)
+            .saturating_add(32usize.saturating_mul(self.parents.len()))
+            .saturating_add(self.payload.len())
+    }
+
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = self.encode_body();
+        w.raw(&self.signature);
+        debug_assert_eq!(w.len(), self.encoded_len());
+        w.into_bytes()
+    }
+
+    /// Decodes untrusted bytes (the whole input must be one envelope).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "envelope",
+                len: bytes.len() as u64,
+                max: MAX_ENVELOPE_LEN as u64,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let envelope = Self::read(&mut r)?;
+        r.finish("envelope")?;
+        Ok(envelope)
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let start = r.position();
+        r.format("envelope", ENVELOPE_FORMAT)?;
+        let kind = r.u8("envelope kind")?;
+        let author = DeviceId::from_bytes(&r.array("envelope author")?)?;
+        let seq = r.u64("envelope seq")?;
+        if seq == 0 {
+            return Err(DecodeError::NonCanonical {
+                what: "envelope seq",
+                reason: "sequence numbers start at 1",
+            });
+        }
+        let prev = if seq > 1 {
+            Some(EnvelopeId(Hash::from_bytes(r.array("envelope prev")?)))
+        } else {
+            None
+        };
+        let hlc = Timestamp {
+            wall_ms: r.u64("envelope hlc")?,
+            counter: r.u32("envelope hlc")?,
+        };
+        let parents: Vec<EnvelopeId> = r
+            .sorted_hashes(MAX_PARENTS, "envelope parents")?
+            .into_iter()
+            .map(|h| EnvelopeId(Hash::from_bytes(h)))
+            .collect();
+        if prev.is_some_and(|p| parents.binary_search(&p).is_ok()) {
+            return Err(DecodeError::NonCanonical {
+                what: "envelope parents",
+                reason: "repeats the previous envelope",
+            });
+        }
+        let payload = r.bytes_u32(MAX_PAYLOAD_LEN, "envelope payload")?.to_vec();
+        let body = r.consumed().get(start..).unwrap_or_default();
+        let id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body]));
+        let signature = r.array("envelope signature")?;
+        Ok(Self {
+            kind,
+            author,
+            seq,
+            prev,
+            hlc,
+            parents,
+            payload,
+            signature,
+            id,
+        })
+    }
+
+    /// Checks that the author may write this envelope and that the signature verifies for the
+    /// registry's identity.
+    pub fn verify(self, registry: &DeviceRegistry) -> Result<VerifiedEnvelope, VerifyError> {
+        let cert = registry.authorize(&self.author, self.seq, self.hlc.wall_ms)?;
+        if !cert
+            .verify_device_signature(&self.signing_message(registry.identity()), &self.signature)
+        {
+            return Err(VerifyError::BadSignature { what: "envelope" });
+        }
+        Ok(VerifiedEnvelope(self))
+    }
+
+    fn signing_message(&self, identity: &IdentityId) -> Vec<u8> {
+        signing_message(domain::ENVELOPE, identity, &self.id.0)
+    }
+
+    /// The ID (hash of the signed body).
+    pub fn id(&self) -> EnvelopeId {
+        self.id
+    }
+    /// The claimed author.
+    pub fn author(&self) -> &DeviceId {
+        &self.author
+    }
+    /// The claimed place in the author's chain.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The claimed timestamp.
+    pub fn hlc(&self) -> Timestamp {
+        self.hlc
+    }
+}
+
+/// An envelope whose author and signature have been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedEnvelope(Envelope);
+
+impl VerifiedEnvelope {
+    /// The ID.
+    pub fn id(&self) -> EnvelopeId {
+        self.0.id
+    }
+    /// Payload type.
+    pub fn kind(&self) -> u8 {
+        self.0.kind
+    }
+    /// The author.
+    pub fn author(&self) -> &DeviceId {
+        &self.0.author
+    }
+    /// Place in the author's chain, from 1.
+    pub fn seq(&self) -> u64 {
+        self.0.seq
+    }
+    /// The author's previous envelope.
+    pub fn prev(&self) -> Option<EnvelopeId> {
+        self.0.prev
+    }
+    /// When it was written.
+    pub fn hlc(&self) -> Timestamp {
+        self.0.hlc
+    }
+    /// Other envelopes it causally follows, ascending.
+    pub fn parents(&self) -> &[EnvelopeId] {
+        &self.0.parents
+    }
+    /// Every envelope it causally follows: `prev` and `parents`.
+    pub fn dependencies(&self) -> impl Iterator<Item = EnvelopeId> + '_ {
+        self.0
+            .prev
+            .into_iter()
+            .chain(self.0.parents.iter().copied())
+    }
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.0.payload
+    }
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.encode()
+    }
+    /// Size of the encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.0.encoded_len()
+    }
+    /// The envelope itself.
+    pub fn envelope(&self) -> &Envelope {
+        &self.0
+    }
+    /// Trusts an envelope without checking it. Only for envelopes read back from this device's
+    /// own storage after its integrity check (see `docs/protocol.md`, persistence).
+    pub fn assume_verified(envelope: Envelope) -> Self {
+        Self(envelope)
+    }
+}
+
+/// Where a verified envelope falls in its author's chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainPosition {
+    /// The next one: append it.
+    Next,
+    /// Already have exactly this one.
+    Duplicate,
+    /// Earlier envelopes of the author are missing; hold it until they arrive.
+    Gap {
+        /// The sequence number expected next.
+        expected_seq: u64,
+    },
+}
+
+/// Proof that an author signed two different envelopes for one place in its chain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("device {author} signed two different envelopes as its write #{seq}")]
+pub struct Equivocation {
+    /// The equivocating device.
+    pub author: DeviceId,
+    /// The contested place.
+    pub seq: u64,
+    /// The envelope held for that place.
+    pub existing: EnvelopeId,
+    /// The other one (named directly, or through the `prev` link of a later envelope).
+    pub conflicting: EnvelopeId,
+}
+
+/// Every author's chain as far as it has been accepted: each `(author, seq)` maps to one ID.
+#[derive(Clone, Debug, Default)]
+pub struct AuthorChains {
+    ids: BTreeMap<DeviceId, Vec<EnvelopeId>>,
+}
+
+impl AuthorChains {
+    /// Empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The author's latest accepted envelope: `(seq, id)`.
+    pub fn head(&self, author: &DeviceId) -> Option<(u64, EnvelopeId)> {
+        let chain = self.ids.get(author)?;
+        Some((chain.len() as u64, *chain.last()?))
+    }
+
+    /// The ID accepted for `(author, seq)`.
+    pub fn id_at(&self, author: &DeviceId, seq: u64) -> Option<EnvelopeId> {
+        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.ids.get(author)?.get(index).copied()
+    }
+
+    /// Every author with its chain length.
+    pub fn heads(&self) -> impl Iterator<Item = (&DeviceId, u64)> {
+        self.ids
+            .iter()
+            .map(|(author, chain)| (author, chain.len() as u64))
+    }
+
+    /// Places `envelope` without changing anything.
+    pub fn check(&self, envelope: &VerifiedEnvelope) -> Result<ChainPosition, Equivocation> {
+        let author = *envelope.author();
+        let seq = envelope.seq();
+        let have = self.ids.get(&author).map_or(0, |c| c.len() as u64);
+        if seq <= have {
+            let existing = self.id_at(&author, seq).unwrap_or(envelope.id());
+            return if existing == envelope.id() {
+                Ok(ChainPosition::Duplicate)
+            } else {
+                Err(Equivocation {
+                    author,
+                    seq,
+                    existing,
+                    conflicting: envelope.id(),
+                })
+            };
+        }
+        if seq > have.saturating_add(1) {
+            return Ok(ChainPosition::Gap {
+                expected_seq: have.saturating_add(1),
+            });
+        }
+        match (self.head(&author), envelope.prev()) {
+            (None, None) => Ok(ChainPosition::Next),
+            (Some((_, head)), Some(prev)) if head == prev => Ok(ChainPosition::Next),
+            (Some((head_seq, head)), Some(prev)) => Err(Equivocation {
+                author,
+                seq: head_seq,
+                existing: head,
+                conflicting: prev,
+            }),
+            // `seq == have + 1` with `prev` present exactly when `seq > 1`: other cases cannot decode.
+            _ => Ok(ChainPosition::Gap {
+                expected_seq: have.saturating_add(1),
+            }),
+        }
+    }
+
+    /// Places `envelope` and, if it is the next one, appends it.
+    pub fn append(&mut self, envelope: &VerifiedEnvelope) -> Result<ChainPosition, Equivocation> {
+        let position = self.check(envelope)?;
+        if position == ChainPosition::Next {
+            match self.ids.entry(*envelope.author()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(vec![envelope.id()]);
+                }
+                Entry::Occupied(mut slot) => slot.get_mut().push(envelope.id()),
+            }
+        }
+        Ok(position)
+    }
+}

@@ -1,0 +1,89 @@
+//! Deterministic fixtures shared by the integration tests (native and wasm).
+#![allow(dead_code, unreachable_pub)]
+
+use kathon_core::certificate::{
+    DeviceCertificate, DeviceName, DeviceRegistry, NEVER_EXPIRES, VerifiedCertificate,
+};
+use kathon_core::envelope::{Envelope, EnvelopeId, UnsignedEnvelope, VerifiedEnvelope};
+use kathon_core::hlc::Timestamp;
+use kathon_core::identity::{DeviceSecretKey, IdentityId, RootSecretKey};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+pub fn rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// An identity with `devices` enrolled devices.
+pub struct Fixture {
+    pub root: RootSecretKey,
+    pub identity: IdentityId,
+    pub devices: Vec<DeviceSecretKey>,
+    pub certificates: Vec<VerifiedCertificate>,
+    pub registry: DeviceRegistry,
+}
+
+impl Fixture {
+    pub fn new(seed: u64, devices: usize) -> Self {
+        let mut rng = rng(seed);
+        let root = RootSecretKey::generate(&mut rng);
+        let identity = root.public();
+        let mut registry = DeviceRegistry::new(identity);
+        let mut keys = Vec::new();
+        let mut certificates = Vec::new();
+        for i in 0..devices {
+            let key = DeviceSecretKey::generate(&mut rng);
+            let name = DeviceName::new(&format!("device {i}")).unwrap();
+            let cert = DeviceCertificate::issue(&root, key.public(), name, 0, NEVER_EXPIRES);
+            registry.add_certificate(cert.clone()).unwrap();
+            keys.push(key);
+            certificates.push(cert);
+        }
+        Self {
+            root,
+            identity,
+            devices: keys,
+            certificates,
+            registry,
+        }
+    }
+
+    /// Envelope number `seq` of device `device`, following `prev`.
+    pub fn envelope(
+        &self,
+        device: usize,
+        seq: u64,
+        prev: Option<EnvelopeId>,
+        parents: Vec<EnvelopeId>,
+        payload: &[u8],
+    ) -> VerifiedEnvelope {
+        let unsigned = UnsignedEnvelope {
+            kind: 1,
+            seq,
+            prev,
+            hlc: Timestamp {
+                wall_ms: 1_700_000_000_000 + seq,
+                counter: 0,
+            },
+            parents,
+            payload: payload.to_vec(),
+        };
+        Envelope::sign(&self.devices[device], &self.identity, unsigned).unwrap()
+    }
+
+    /// A chain of `len` envelopes by `device`.
+    pub fn chain(&self, device: usize, len: u64) -> Vec<VerifiedEnvelope> {
+        let mut out: Vec<VerifiedEnvelope> = Vec::new();
+        for seq in 1..=len {
+            let prev = out.last().map(VerifiedEnvelope::id);
+            out.push(self.envelope(
+                device,
+                seq,
+                prev,
+                Vec::new(),
+                format!("change {seq}").as_bytes(),
+            ));
+        }
+        out
+    }
+}
