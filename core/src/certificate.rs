@@ -523,3 +523,49 @@ impl DeviceRegistry {
         Ok(cert)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::DeviceSecretKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn wrong_domain_tag_is_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let root = RootSecretKey::generate(&mut rng);
+        let device = DeviceSecretKey::generate(&mut rng).public();
+        let name = DeviceName::new("laptop").unwrap();
+        let good = DeviceCertificate::issue(&root, device, name, 0, NEVER_EXPIRES);
+        // The same body, signed by the right key under every other domain tag.
+        for wrong in [domain::ENVELOPE, domain::REVOCATION, domain::REGISTER_VALUE] {
+            let mut forged = good.cert.clone();
+            forged.signature = root.sign(&signing_message(wrong, &root.public(), &forged.id));
+            let decoded = DeviceCertificate::decode(&forged.encode()).unwrap();
+            assert_eq!(
+                decoded.verify(&root.public()),
+                Err(VerifyError::BadSignature {
+                    what: "device certificate"
+                })
+            );
+        }
+        assert!(
+            DeviceCertificate::decode(&good.encode())
+                .unwrap()
+                .verify(&root.public())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn device_names_are_validated() {
+        assert!(DeviceName::new("").is_err());
+        assert!(DeviceName::new(&"x".repeat(65)).is_err());
+        assert!(DeviceName::new("tab\there").is_err());
+        assert_eq!(
+            DeviceName::new("Ada's phone ✓").unwrap().as_str(),
+            "Ada's phone ✓"
+        );
+    }
+}

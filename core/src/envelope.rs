@@ -204,7 +204,8 @@ impl Envelope {
         let start = r.position();
         r.format("envelope", ENVELOPE_FORMAT)?;
         let kind = r.u8("envelope kind")?;
-        let author = DeviceId::from_bytes(&r.array("envelope author")?)?;
+        // Only a claim until `verify` finds it among the registry's validated devices.
+        let author = DeviceId::from_claimed_bytes(r.array("envelope author")?);
         let seq = r.u64("envelope seq")?;
         if seq == 0 {
             return Err(DecodeError::NonCanonical {

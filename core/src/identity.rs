@@ -175,6 +175,16 @@ macro_rules! public_key_type {
                 parse_verifying_key(bytes, concat!($kind, " key")).map(|_| Self(*bytes))
             }
 
+            /// Takes 32 bytes as a *claimed* key without decompressing it (which costs several
+            /// microseconds). Only for claims that are looked up among validated keys before
+            /// anything relies on them — an envelope's author is looked up in the
+            /// [`DeviceRegistry`](crate::certificate::DeviceRegistry). A claim that is not a valid
+            /// key fails every verification (see `verifying_key`).
+            #[allow(dead_code, reason = "used for device IDs only; generated for both kinds")]
+            pub(crate) fn from_claimed_bytes(bytes: [u8; 32]) -> Self {
+                Self(bytes)
+            }
+
             /// The 32 public-key bytes.
             pub fn as_bytes(&self) -> &[u8; 32] {
                 &self.0

@@ -137,7 +137,8 @@ impl RegisterValue {
         let start = r.position();
         r.format("register value", REGISTER_FORMAT)?;
         let path = r.str_u16(MAX_PATH_LEN, "register path")?.to_owned();
-        let author = DeviceId::from_bytes(&r.array("register author")?)?;
+        // Only a claim until `verify` finds it among the registry's validated devices.
+        let author = DeviceId::from_claimed_bytes(r.array("register author")?);
         let hlc = Timestamp {
             wall_ms: r.u64("register hlc")?,
             counter: r.u32("register hlc")?,

@@ -2,7 +2,13 @@
 //! decoder. Each must return an error (or, for a valid prefix that happens to parse, a value),
 //! never panic, and — natively, where a counting allocator watches — never allocate more than
 //! the input it was given plus a small constant.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod common;
 

@@ -2,7 +2,13 @@
 //! clocks and skews: merge is commutative, associative and idempotent; resolution is order
 //! independent; a corrected clock is never locked out; a far-future value loses to any value
 //! written after seeing it. Failing cases are kept in `proptest-regressions/`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 #![cfg(not(target_arch = "wasm32"))]
 
 mod common;

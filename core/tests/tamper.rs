@@ -1,7 +1,13 @@
 //! Tamper tests: every single-bit flip and every swap of two same-sized fields of an encoded
 //! envelope, certificate, revocation and register value is refused with a typed error.
 //! Runs natively and, through `wasm-bindgen-test`, in Node and headless Chromium.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod common;
 

@@ -1,0 +1,188 @@
+//! Kathon Sync's task runner (`cargo xtask <command>`).
+//!
+//! The two commands the README gives are the whole interface for people and for CI:
+//!
+//! * `cargo xtask test` — installs what the tests need (idempotently: anything already present is
+//!   skipped) and runs every test: formatting, clippy for native and wasm32, the native tests, the
+//!   check that the wasm build imports nothing from `env`, and the wasm tests under Node and in
+//!   headless Chromium. `.ci/run` calls exactly this.
+//! * `cargo xtask run` — the main job: sets up, builds, and runs the bridge.
+//!
+//! Every step prints what it does and how long it took, and the first failure stops the run with a
+//! non-zero exit code and the failing command.
+
+mod setup;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use util::{Cmd, Runner, TaskError};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut runner = Runner::new();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&mut runner),
+        Some("run") => run(&mut runner, args.get(1..).unwrap_or_default()),
+        Some("setup") => setup::all(&mut runner),
+        Some("build-wasm") => build_wasm(&mut runner).map(|_| ()),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => {
+            runner.summary();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\nxtask: FAILED after {}: {e}", runner.elapsed());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test         install what the tests need, then run every test (what CI runs)
+  run [ARGS]   the main job: set up, build and start the bridge (ARGS go to kathon-bridge run)
+  setup        only install what the tests and the demo need
+  build-wasm   build the browser .wasm and check its imports";
+
+/// The repository root (xtask lives one level below it).
+pub(crate) fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn test(runner: &mut Runner) -> Result<(), TaskError> {
+    setup::all(runner)?;
+    runner.step("formatting (cargo fmt --check)", || {
+        Cmd::new("cargo")
+            .args(["fmt", "--all", "--", "--check"])
+            .run()
+    })?;
+    runner.step("clippy, native, all targets", || {
+        Cmd::new("cargo")
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .run()
+    })?;
+    runner.step("clippy, wasm32 (core and bindings)", || {
+        Cmd::new("cargo")
+            .args([
+                "clippy",
+                "-p",
+                "kathon-core",
+                "-p",
+                "kathon-wasm",
+                "--all-targets",
+                "--locked",
+                "--target",
+                WASM_TARGET,
+            ])
+            .args(["--", "-D", "warnings"])
+            .run()
+    })?;
+    runner.step("native tests", || {
+        Cmd::new("cargo")
+            .args(["test", "--workspace", "--locked"])
+            .run()
+    })?;
+    build_wasm(runner)?;
+    runner.step("core tests in wasm under Node", || {
+        Cmd::new("cargo")
+            .args([
+                "test",
+                "-p",
+                "kathon-core",
+                "--locked",
+                "--target",
+                WASM_TARGET,
+            ])
+            .run()
+    })?;
+    runner.step("core tests in wasm in headless Chromium", || {
+        Cmd::new("cargo")
+            .args([
+                "test",
+                "-p",
+                "kathon-core",
+                "--locked",
+                "--target",
+                WASM_TARGET,
+            ])
+            .env("WASM_BINDGEN_USE_BROWSER", "1")
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+            .env(
+                "WASM_BINDGEN_TEST_WEBDRIVER_JSON",
+                root().join("xtask/webdriver.json"),
+            )
+            .run()
+    })?;
+    Ok(())
+}
+
+/// Builds the browser `.wasm` (release profile for size) and refuses it if it imports anything
+/// from `env`: core must stay free of IO, clocks and C dependencies.
+fn build_wasm(runner: &mut Runner) -> Result<PathBuf, TaskError> {
+    runner.step(
+        "build kathon-wasm for wasm32 (wasm-release profile)",
+        || {
+            Cmd::new("cargo")
+                .args([
+                    "build",
+                    "-p",
+                    "kathon-wasm",
+                    "--locked",
+                    "--profile",
+                    "wasm-release",
+                    "--target",
+                    WASM_TARGET,
+                ])
+                .run()
+        },
+    )?;
+    let wasm = root()
+        .join("target")
+        .join(WASM_TARGET)
+        .join("wasm-release")
+        .join("kathon_wasm.wasm");
+    runner.step("wasm imports nothing from `env`", || {
+        let bytes = std::fs::read(&wasm).map_err(|e| TaskError::io(&wasm, e))?;
+        let modules = util::wasm_import_modules(&bytes)?;
+        println!("    import modules: {modules:?}");
+        if modules.iter().any(|m| m == "env") {
+            return Err(TaskError::msg(format!(
+                "{} imports from `env`: something in the core pulls in IO or a C library",
+                wasm.display()
+            )));
+        }
+        Ok(())
+    })?;
+    Ok(wasm)
+}
+
+fn run(runner: &mut Runner, args: &[String]) -> Result<(), TaskError> {
+    runner.step("build kathon-bridge (release)", || {
+        Cmd::new("cargo")
+            .args(["build", "-p", "kathon-bridge", "--release", "--locked"])
+            .run()
+    })?;
+    let bridge = root().join("target/release/kathon-bridge");
+    println!("\nstarting the bridge (Ctrl-C to stop)\n");
+    Cmd::new(bridge).arg("run").args(args).run()
+}

@@ -1,0 +1,179 @@
+//! Running commands and steps with clear progress and loud failures.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Why a task failed.
+#[derive(Debug)]
+pub(crate) struct TaskError(String);
+
+impl TaskError {
+    pub(crate) fn msg(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        Self(format!("{}: {error}", path.display()))
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Prints each step with its start time and duration, and a summary at the end.
+pub(crate) struct Runner {
+    start: Instant,
+    done: Vec<(String, Duration)>,
+}
+
+impl Runner {
+    pub(crate) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    pub(crate) fn elapsed(&self) -> String {
+        format_duration(self.start.elapsed())
+    }
+
+    pub(crate) fn step(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
+        println!("\n==> [{}] {name}", self.elapsed());
+        let started = Instant::now();
+        match f() {
+            Ok(()) => {
+                let took = started.elapsed();
+                println!("    ok: {name} ({})", format_duration(took));
+                self.done.push((name.to_owned(), took));
+                Ok(())
+            }
+            Err(e) => Err(TaskError(format!("step \"{name}\": {e}"))),
+        }
+    }
+
+    pub(crate) fn summary(&self) {
+        println!(
+            "\n==> all {} steps passed in {}",
+            self.done.len(),
+            self.elapsed()
+        );
+        for (name, took) in &self.done {
+            println!("    {:>9}  {name}", format_duration(*took));
+        }
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// A command that echoes itself and fails loudly.
+pub(crate) struct Cmd {
+    inner: Command,
+    shown: String,
+}
+
+impl Cmd {
+    pub(crate) fn new(program: impl AsRef<OsStr>) -> Self {
+        let shown = program.as_ref().to_string_lossy().into_owned();
+        let mut inner = Command::new(program);
+        inner.current_dir(crate::root());
+        Self { inner, shown }
+    }
+
+    pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.shown.push(' ');
+        self.shown.push_str(&arg.as_ref().to_string_lossy());
+        self.inner.arg(arg);
+        self
+    }
+
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    pub(crate) fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.inner.env(key, value);
+        self
+    }
+
+    /// Runs with inherited stdio; fails on a non-zero exit.
+    pub(crate) fn run(mut self) -> Result<(), TaskError> {
+        println!("    $ {}", self.shown);
+        let status = self
+            .inner
+            .status()
+            .map_err(|e| TaskError(format!("could not start `{}`: {e}", self.shown)))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(TaskError(format!("`{}` failed ({status})", self.shown)))
+        }
+    }
+
+    /// Runs quietly and returns stdout; fails on a non-zero exit.
+    pub(crate) fn output(mut self) -> Result<String, TaskError> {
+        let out = self
+            .inner
+            .output()
+            .map_err(|e| TaskError(format!("could not start `{}`: {e}", self.shown)))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(TaskError(format!(
+                "`{}` failed ({}): {}",
+                self.shown,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}
+
+/// Whether `program` can be started (found on `PATH`).
+pub(crate) fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The module names of a wasm binary's imports.
+pub(crate) fn wasm_import_modules(bytes: &[u8]) -> Result<Vec<String>, TaskError> {
+    let mut modules = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| TaskError(format!("not a valid wasm module: {e}")))?;
+        if let wasmparser::Payload::ImportSection(reader) = payload {
+            for import in reader {
+                let import = import.map_err(|e| TaskError(format!("bad import section: {e}")))?;
+                if !modules.iter().any(|m| m == import.module) {
+                    modules.push(import.module.to_owned());
+                }
+            }
+        }
+    }
+    Ok(modules)
+}
