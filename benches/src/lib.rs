@@ -32,20 +32,8 @@ impl Device {
         let identity = root.public();
         let mut registry = DeviceRegistry::new(identity);
         let name = DeviceName::new("bench").unwrap();
-        registry
-            .add_certificate(DeviceCertificate::issue(
-                &root,
-                key.public(),
-                name,
-                0,
-                NEVER_EXPIRES,
-            ))
-            .unwrap();
-        Self {
-            identity,
-            key,
-            registry,
-        }
+        registry.add_certificate(DeviceCertificate::issue(&root, key.public(), name, 0, NEVER_EXPIRES)).unwrap();
+        Self { identity, key, registry }
     }
 
     /// A chain of `count` envelopes with `payload_len`-byte payloads.
@@ -59,6 +47,7 @@ impl Device {
                 hlc: Timestamp::from_wall_ms(1_700_000_000_000u64.saturating_add(seq)),
                 parents: Vec::new(),
                 payload: vec![0x5a; payload_len],
+                attachments: vec![],
             };
             out.push(Envelope::sign(&self.key, &self.identity, unsigned).unwrap());
         }

@@ -28,18 +28,18 @@ pub const ENVELOPE_FORMAT: u8 = 0x11;
 pub const MAX_PAYLOAD_LEN: u32 = 1 << 20;
 /// Most parents an envelope may name besides its author's previous one.
 pub const MAX_PARENTS: u8 = 64;
+/// Most attachments one envelope may carry.
+pub const MAX_ATTACHMENTS: u32 = 16 * 1024;
+/// Largest attachment, in bytes (64 KiB).
+pub const MAX_ATTACHMENT_LEN: u32 = 64 * 1024;
+/// Largest total size of an envelope's attachments (4 MiB).
+pub const MAX_ATTACHMENTS_TOTAL: usize = 4 << 20;
 /// Largest encoded envelope.
-pub const MAX_ENVELOPE_LEN: usize = 1
-    + 1
-    + 32
-    + 8
-    + 32
-    + Timestamp::ENCODED_LEN
-    + 1
+pub const MAX_ENVELOPE_LEN: usize = (1 + 1 + 32 + 8 + 32 + Timestamp::ENCODED_LEN + 1 + 4 + 4 + 64)
     + 32 * MAX_PARENTS as usize
-    + 4
     + MAX_PAYLOAD_LEN as usize
-    + 64;
+    + 36 * MAX_ATTACHMENTS as usize
+    + MAX_ATTACHMENTS_TOTAL;
 
 /// The name of an envelope: the hash of its signed body.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -73,6 +73,10 @@ pub struct UnsignedEnvelope {
     pub parents: Vec<EnvelopeId>,
     /// The payload.
     pub payload: Vec<u8>,
+    /// Attachments: content that is committed to by hash in the signed body but travels after the
+    /// signature, so that it can later be *redacted* (dropped everywhere) while the envelope still
+    /// verifies — how deleted history leaves every replica (see `docs/protocol.md`).
+    pub attachments: Vec<Vec<u8>>,
 }
 
 /// Why an envelope could not be built.
@@ -85,6 +89,11 @@ pub enum EnvelopeBuildError {
     /// More than [`MAX_PARENTS`] parents.
     #[error("{0} parents is over the limit of {MAX_PARENTS}")]
     TooManyParents(usize),
+    /// Too many attachments, an empty one, or too many bytes of them.
+    #[error(
+        "attachments over the limits ({MAX_ATTACHMENTS} attachments, 1 byte to {MAX_ATTACHMENT_LEN} bytes each, {MAX_ATTACHMENTS_TOTAL} bytes in all)"
+    )]
+    Attachments,
     /// `seq` is 0, or `prev` is given for `seq == 1` or missing for a later one.
     #[error("sequence {seq} does not fit the previous-envelope link")]
     BadChainLink {
@@ -103,8 +112,16 @@ pub struct Envelope {
     hlc: Timestamp,
     parents: Vec<EnvelopeId>,
     payload: Vec<u8>,
+    attachment_hashes: Vec<Hash>,
+    /// `None` where redacted.
+    attachments: Vec<Option<Vec<u8>>>,
     signature: [u8; 64],
     id: EnvelopeId,
+}
+
+/// The hash that commits to an attachment.
+pub fn attachment_hash(attachment: &[u8]) -> Hash {
+    Hash::digest(context::ATTACHMENT, &[attachment])
 }
 
 impl Envelope {
@@ -114,14 +131,7 @@ impl Envelope {
         identity: &IdentityId,
         unsigned: UnsignedEnvelope,
     ) -> Result<VerifiedEnvelope, EnvelopeBuildError> {
-        let UnsignedEnvelope {
-            kind,
-            seq,
-            prev,
-            hlc,
-            mut parents,
-            payload,
-        } = unsigned;
+        let UnsignedEnvelope { kind, seq, prev, hlc, mut parents, payload, attachments } = unsigned;
         if payload.len() > MAX_PAYLOAD_LEN as usize {
             return Err(EnvelopeBuildError::PayloadTooLarge(payload.len()));
         }
@@ -142,45 +152,55 @@ impl Envelope {
             hlc,
             parents,
             payload,
+            attachment_hashes: attachments.iter().map(|a| attachment_hash(a)).collect(),
+            attachments: attachments.into_iter().map(Some).collect(),
             signature: [0; 64],
             id: EnvelopeId(Hash::ZERO),
         };
         let body = envelope.encode_body();
         envelope.id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body.as_bytes()]));
-        envelope.signature =
-            author.sign(&signing_message(domain::ENVELOPE, identity, &envelope.id.0));
+        envelope.signature = author.sign(&signing_message(domain::ENVELOPE, identity, &envelope.id.0));
         Ok(VerifiedEnvelope(envelope))
     }
 
     fn encode_body(&self) -> Writer {
         let mut w = Writer::with_capacity(self.encoded_len());
-        w.u8(ENVELOPE_FORMAT)
-            .u8(self.kind)
-            .raw(self.author.as_bytes())
-            .u64(self.seq);
+        w.u8(ENVELOPE_FORMAT).u8(self.kind).raw(self.author.as_bytes()).u64(self.seq);
         if let Some(prev) = &self.prev {
             w.raw(prev.as_bytes());
         }
         w.u64(self.hlc.wall_ms).u32(self.hlc.counter);
         let parents: Vec<[u8; 32]> = self.parents.iter().map(|p| *p.as_bytes()).collect();
         w.hashes(&parents).bytes_u32(&self.payload);
+        w.u32(u32::try_from(self.attachment_hashes.len()).unwrap_or(u32::MAX));
+        for hash in &self.attachment_hashes {
+            w.raw(hash.as_bytes());
+        }
         w
     }
 
     /// Size of the encoding.
     pub fn encoded_len(&self) -> usize {
         let prev = if self.prev.is_some() { 32 } else { 0 };
-        const FIXED: usize = 1 + 1 + 32 + 8 + Timestamp::ENCODED_LEN + 1 + 4 + 64;
+        // format, kind, author, seq, hlc, parent count, payload length, attachment count, signature
+        const FIXED: usize = 1 + 1 + 32 + 8 + Timestamp::ENCODED_LEN + 1 + 4 + 4 + 64;
+        let attachments: usize =
+            self.attachments.iter().map(|a| a.as_ref().map_or(0, Vec::len).saturating_add(4)).sum();
         FIXED
             .saturating_add(prev)
             .saturating_add(32usize.saturating_mul(self.parents.len()))
             .saturating_add(self.payload.len())
+            .saturating_add(32usize.saturating_mul(self.attachment_hashes.len()))
+            .saturating_add(attachments)
     }
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = self.encode_body();
         w.raw(&self.signature);
+        for attachment in &self.attachments {
+            w.bytes_u32(attachment.as_deref().unwrap_or_default());
+        }
         debug_assert_eq!(w.len(), self.encoded_len());
         w.into_bytes()
     }
@@ -208,20 +228,10 @@ impl Envelope {
         let author = DeviceId::from_claimed_bytes(r.array("envelope author")?);
         let seq = r.u64("envelope seq")?;
         if seq == 0 {
-            return Err(DecodeError::NonCanonical {
-                what: "envelope seq",
-                reason: "sequence numbers start at 1",
-            });
+            return Err(DecodeError::NonCanonical { what: "envelope seq", reason: "sequence numbers start at 1" });
         }
-        let prev = if seq > 1 {
-            Some(EnvelopeId(Hash::from_bytes(r.array("envelope prev")?)))
-        } else {
-            None
-        };
-        let hlc = Timestamp {
-            wall_ms: r.u64("envelope hlc")?,
-            counter: r.u32("envelope hlc")?,
-        };
+        let prev = if seq > 1 { Some(EnvelopeId(Hash::from_bytes(r.array("envelope prev")?))) } else { None };
+        let hlc = Timestamp { wall_ms: r.u64("envelope hlc")?, counter: r.u32("envelope hlc")? };
         let parents: Vec<EnvelopeId> = r
             .sorted_hashes(MAX_PARENTS, "envelope parents")?
             .into_iter()
@@ -234,32 +244,54 @@ impl Envelope {
             });
         }
         let payload = r.bytes_u32(MAX_PAYLOAD_LEN, "envelope payload")?.to_vec();
+        let count = r.u32("envelope attachment count")?;
+        let count = r.check_len(count.into(), MAX_ATTACHMENTS.into(), "envelope attachment count")?;
+        r.check_len(32u64.saturating_mul(count as u64), 32 * u64::from(MAX_ATTACHMENTS), "envelope attachment hashes")?;
+        let mut attachment_hashes = Vec::with_capacity(count);
+        for _ in 0..count {
+            attachment_hashes.push(Hash::from_bytes(r.array("envelope attachment hash")?));
+        }
         let body = r.consumed().get(start..).unwrap_or_default();
         let id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body]));
         let signature = r.array("envelope signature")?;
-        Ok(Self {
-            kind,
-            author,
-            seq,
-            prev,
-            hlc,
-            parents,
-            payload,
-            signature,
-            id,
-        })
+        let mut attachments = Vec::with_capacity(count);
+        let mut total = 0usize;
+        for _ in 0..count {
+            let attachment = r.bytes_u32(MAX_ATTACHMENT_LEN, "envelope attachment")?;
+            total = total.saturating_add(attachment.len());
+            if total > MAX_ATTACHMENTS_TOTAL {
+                return Err(DecodeError::TooLarge {
+                    what: "envelope attachments",
+                    len: total as u64,
+                    max: MAX_ATTACHMENTS_TOTAL as u64,
+                });
+            }
+            attachments.push((!attachment.is_empty()).then(|| attachment.to_vec()));
+        }
+        Ok(Self { kind, author, seq, prev, hlc, parents, payload, attachment_hashes, attachments, signature, id })
     }
 
     /// Checks that the author may write this envelope and that the signature verifies for the
     /// registry's identity.
     pub fn verify(self, registry: &DeviceRegistry) -> Result<VerifiedEnvelope, VerifyError> {
         let cert = registry.authorize(&self.author, self.seq, self.hlc.wall_ms)?;
-        if !cert
-            .verify_device_signature(&self.signing_message(registry.identity()), &self.signature)
-        {
+        if !cert.verify_device_signature(&self.signing_message(registry.identity()), &self.signature) {
             return Err(VerifyError::BadSignature { what: "envelope" });
         }
+        self.check_attachments()?;
         Ok(VerifiedEnvelope(self))
+    }
+
+    /// Every attachment that is present must match the hash the signed body commits to.
+    fn check_attachments(&self) -> Result<(), VerifyError> {
+        for (index, (attachment, hash)) in self.attachments.iter().zip(&self.attachment_hashes).enumerate() {
+            if let Some(bytes) = attachment
+                && attachment_hash(bytes) != *hash
+            {
+                return Err(VerifyError::AttachmentMismatch { index });
+            }
+        }
+        Ok(())
     }
 
     fn signing_message(&self, identity: &IdentityId) -> Vec<u8> {
@@ -319,14 +351,20 @@ impl VerifiedEnvelope {
     }
     /// Every envelope it causally follows: `prev` and `parents`.
     pub fn dependencies(&self) -> impl Iterator<Item = EnvelopeId> + '_ {
-        self.0
-            .prev
-            .into_iter()
-            .chain(self.0.parents.iter().copied())
+        self.0.prev.into_iter().chain(self.0.parents.iter().copied())
     }
     /// The payload.
     pub fn payload(&self) -> &[u8] {
         &self.0.payload
+    }
+    /// The attachments, `None` where redacted.
+    pub fn attachments(&self) -> &[Option<Vec<u8>>] {
+        &self.0.attachments
+    }
+    /// Drops attachment `index` (its hash stays in the signed body, so the envelope still
+    /// verifies). Returns whether anything was dropped.
+    pub fn redact_attachment(&mut self, index: usize) -> bool {
+        self.0.attachments.get_mut(index).and_then(Option::take).is_some()
     }
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
@@ -401,9 +439,7 @@ impl AuthorChains {
 
     /// Every author with its chain length.
     pub fn heads(&self) -> impl Iterator<Item = (&DeviceId, u64)> {
-        self.ids
-            .iter()
-            .map(|(author, chain)| (author, chain.len() as u64))
+        self.ids.iter().map(|(author, chain)| (author, chain.len() as u64))
     }
 
     /// Places `envelope` without changing anything.
@@ -416,32 +452,20 @@ impl AuthorChains {
             return if existing == envelope.id() {
                 Ok(ChainPosition::Duplicate)
             } else {
-                Err(Equivocation {
-                    author,
-                    seq,
-                    existing,
-                    conflicting: envelope.id(),
-                })
+                Err(Equivocation { author, seq, existing, conflicting: envelope.id() })
             };
         }
         if seq > have.saturating_add(1) {
-            return Ok(ChainPosition::Gap {
-                expected_seq: have.saturating_add(1),
-            });
+            return Ok(ChainPosition::Gap { expected_seq: have.saturating_add(1) });
         }
         match (self.head(&author), envelope.prev()) {
             (None, None) => Ok(ChainPosition::Next),
             (Some((_, head)), Some(prev)) if head == prev => Ok(ChainPosition::Next),
-            (Some((head_seq, head)), Some(prev)) => Err(Equivocation {
-                author,
-                seq: head_seq,
-                existing: head,
-                conflicting: prev,
-            }),
+            (Some((head_seq, head)), Some(prev)) => {
+                Err(Equivocation { author, seq: head_seq, existing: head, conflicting: prev })
+            }
             // `seq == have + 1` with `prev` present exactly when `seq > 1`: other cases cannot decode.
-            _ => Ok(ChainPosition::Gap {
-                expected_seq: have.saturating_add(1),
-            }),
+            _ => Ok(ChainPosition::Gap { expected_seq: have.saturating_add(1) }),
         }
     }
 

@@ -95,6 +95,12 @@ pub enum VerifyError {
         /// What was checked.
         what: &'static str,
     },
+    /// An attachment does not match the hash the signed body commits to.
+    #[error("envelope attachment #{index} does not match its signed hash")]
+    AttachmentMismatch {
+        /// Which attachment.
+        index: usize,
+    },
     /// The author has no certificate from this identity.
     #[error("device {device} is not enrolled in this identity")]
     UnknownDevice {
@@ -133,9 +139,7 @@ pub enum VerifyError {
 pub enum ClockError {
     /// A timestamp further ahead of local time than the allowed skew. The value is held back
     /// until local time reaches it, not dropped.
-    #[error(
-        "timestamp {stamp_ms} ms is {ahead_ms} ms ahead of local time (allowed skew {max_skew_ms} ms)"
-    )]
+    #[error("timestamp {stamp_ms} ms is {ahead_ms} ms ahead of local time (allowed skew {max_skew_ms} ms)")]
     TooFarAhead {
         /// The wall-clock part of the timestamp.
         stamp_ms: u64,

@@ -59,6 +59,7 @@
 //!     hlc: clock.tick(now_ms)?,
 //!     parents: vec![],
 //!     payload: b"a yrs update".to_vec(),
+//!     attachments: vec![],
 //! };
 //! let bytes = Envelope::sign(&laptop, &root.public(), change)?.encode();
 //!

@@ -19,14 +19,8 @@ use kathon_core::envelope::{
 };
 use kathon_core::hlc::Timestamp;
 
-fn reparse(
-    fx: &Fixture,
-    env: &kathon_core::envelope::VerifiedEnvelope,
-) -> kathon_core::envelope::VerifiedEnvelope {
-    Envelope::decode(&env.encode())
-        .unwrap()
-        .verify(&fx.registry)
-        .unwrap()
+fn reparse(fx: &Fixture, env: &kathon_core::envelope::VerifiedEnvelope) -> kathon_core::envelope::VerifiedEnvelope {
+    Envelope::decode(&env.encode()).unwrap().verify(&fx.registry).unwrap()
 }
 
 #[test]
@@ -49,22 +43,13 @@ fn chains_accept_in_order_and_report_gaps_and_duplicates() {
     let fx = Fixture::new(32, 1);
     let chain = fx.chain(0, 3);
     let mut chains = AuthorChains::new();
-    assert_eq!(
-        chains.append(&chain[1]),
-        Ok(ChainPosition::Gap { expected_seq: 1 })
-    );
+    assert_eq!(chains.append(&chain[1]), Ok(ChainPosition::Gap { expected_seq: 1 }));
     assert_eq!(chains.append(&chain[0]), Ok(ChainPosition::Next));
     assert_eq!(chains.append(&chain[0]), Ok(ChainPosition::Duplicate));
     assert_eq!(chains.append(&chain[1]), Ok(ChainPosition::Next));
     assert_eq!(chains.append(&chain[2]), Ok(ChainPosition::Next));
-    assert_eq!(
-        chains.head(&fx.devices[0].public()),
-        Some((3, chain[2].id()))
-    );
-    assert_eq!(
-        chains.id_at(&fx.devices[0].public(), 2),
-        Some(chain[1].id())
-    );
+    assert_eq!(chains.head(&fx.devices[0].public()), Some((3, chain[2].id())));
+    assert_eq!(chains.id_at(&fx.devices[0].public(), 2), Some(chain[1].id()));
     assert_eq!(chains.id_at(&fx.devices[0].public(), 0), None);
 }
 
@@ -79,18 +64,12 @@ fn equivocation_is_detected_and_reported() {
     // Same author, same place, different content.
     let forked = fx.envelope(0, 2, Some(honest[0].id()), vec![], b"something else");
     let err = chains.append(&forked).unwrap_err();
-    assert_eq!(
-        (err.seq, err.existing, err.conflicting),
-        (2, honest[1].id(), forked.id())
-    );
+    assert_eq!((err.seq, err.existing, err.conflicting), (2, honest[1].id(), forked.id()));
 
     // A later envelope whose `prev` names a different #2 betrays the fork too.
     let after_fork = fx.envelope(0, 3, Some(forked.id()), vec![], b"built on the fork");
     let err = chains.append(&after_fork).unwrap_err();
-    assert_eq!(
-        (err.seq, err.existing, err.conflicting),
-        (2, honest[1].id(), forked.id())
-    );
+    assert_eq!((err.seq, err.existing, err.conflicting), (2, honest[1].id(), forked.id()));
     assert!(err.to_string().contains("signed two different envelopes"));
     // Nothing was appended.
     assert_eq!(chains.head(&fx.devices[0].public()).map(|h| h.0), Some(2));
@@ -106,6 +85,7 @@ fn building_refuses_what_could_not_be_decoded() {
         hlc: Timestamp::default(),
         parents: vec![],
         payload: vec![0; payload_len],
+        attachments: vec![],
     };
     let key = &fx.devices[0];
     assert_eq!(
@@ -116,20 +96,10 @@ fn building_refuses_what_could_not_be_decoded() {
     assert!(Envelope::sign(key, &fx.identity, unsigned(1, some, 0)).is_err());
     assert!(Envelope::sign(key, &fx.identity, unsigned(2, None, 0)).is_err());
     assert_eq!(
-        Envelope::sign(
-            key,
-            &fx.identity,
-            unsigned(1, None, MAX_PAYLOAD_LEN as usize + 1)
-        )
-        .unwrap_err(),
+        Envelope::sign(key, &fx.identity, unsigned(1, None, MAX_PAYLOAD_LEN as usize + 1)).unwrap_err(),
         EnvelopeBuildError::PayloadTooLarge(MAX_PAYLOAD_LEN as usize + 1)
     );
     // The largest payload round trips.
-    let big = Envelope::sign(
-        key,
-        &fx.identity,
-        unsigned(1, None, MAX_PAYLOAD_LEN as usize),
-    )
-    .unwrap();
+    let big = Envelope::sign(key, &fx.identity, unsigned(1, None, MAX_PAYLOAD_LEN as usize)).unwrap();
     assert_eq!(reparse(&fx, &big), big);
 }

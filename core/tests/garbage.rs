@@ -74,11 +74,7 @@ fn decode_bounded(name: &str, input: &[u8], decode: &dyn Fn(&[u8])) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let peak = counting::peak_during(|| decode(input));
-        assert!(
-            peak <= input.len() + 4096,
-            "{name}: {peak} bytes allocated for a {}-byte input",
-            input.len()
-        );
+        assert!(peak <= input.len() + 4096, "{name}: {peak} bytes allocated for a {}-byte input", input.len());
     }
     #[cfg(target_arch = "wasm32")]
     {
@@ -92,23 +88,11 @@ type Decoder = (&'static str, Box<dyn Fn(&[u8])>);
 fn decoders() -> Vec<Decoder> {
     vec![
         ("envelope", Box::new(|b| drop(Envelope::decode(b)))),
-        (
-            "certificate",
-            Box::new(|b| drop(DeviceCertificate::decode(b))),
-        ),
+        ("certificate", Box::new(|b| drop(DeviceCertificate::decode(b)))),
         ("revocation", Box::new(|b| drop(Revocation::decode(b)))),
-        (
-            "register value",
-            Box::new(|b| drop(RegisterValue::decode(b))),
-        ),
-        (
-            "identity text",
-            Box::new(|b| drop(std::str::from_utf8(b).map(str::parse::<IdentityId>))),
-        ),
-        (
-            "device text",
-            Box::new(|b| drop(std::str::from_utf8(b).map(str::parse::<DeviceId>))),
-        ),
+        ("register value", Box::new(|b| drop(RegisterValue::decode(b)))),
+        ("identity text", Box::new(|b| drop(std::str::from_utf8(b).map(str::parse::<IdentityId>)))),
+        ("device text", Box::new(|b| drop(std::str::from_utf8(b).map(str::parse::<DeviceId>)))),
         (
             "device key",
             Box::new(|b| {
@@ -125,19 +109,12 @@ fn valid_encodings() -> Vec<Vec<u8>> {
     let chain = fx.chain(0, 2);
     let mut register = Register::new();
     let value = register
-        .write(
-            &fx.devices[1],
-            &fx.identity,
-            "passwords/p/username",
-            b"ada".to_vec(),
-            Timestamp::from_wall_ms(3),
-        )
+        .write(&fx.devices[1], &fx.identity, "passwords/p/username", b"ada".to_vec(), Timestamp::from_wall_ms(3))
         .unwrap();
     vec![
         chain[0].encode(),
         chain[1].encode(),
-        fx.envelope(1, 1, None, vec![chain[0].id(), chain[1].id()], &[7; 300])
-            .encode(),
+        fx.envelope(1, 1, None, vec![chain[0].id(), chain[1].id()], &[7; 300]).encode(),
         fx.certificates[0].encode(),
         Revocation::issue(&fx.root, fx.devices[1].public(), 0, 0).encode(),
         value.encode(),
@@ -192,10 +169,7 @@ fn huge_declared_lengths_do_not_allocate() {
     }
     assert!(matches!(
         Envelope::decode(&bytes),
-        Err(kathon_core::error::DecodeError::TooLarge {
-            what: "envelope payload",
-            ..
-        })
+        Err(kathon_core::error::DecodeError::TooLarge { what: "envelope payload", .. })
     ));
 }
 

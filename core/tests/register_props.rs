@@ -50,12 +50,8 @@ fn offset() -> impl Strategy<Value = i64> {
 }
 
 fn history() -> impl Strategy<Value = (Vec<i64>, Vec<Op>)> {
-    (3usize..=5).prop_flat_map(|writers| {
-        (
-            prop::collection::vec(offset(), writers),
-            prop::collection::vec(op(writers), 1..60),
-        )
-    })
+    (3usize..=5)
+        .prop_flat_map(|writers| (prop::collection::vec(offset(), writers), prop::collection::vec(op(writers), 1..60)))
 }
 
 struct World {
@@ -90,9 +86,7 @@ impl World {
                 let local = self.local_time(w);
                 let hlc = self.clocks[w].tick(local).unwrap();
                 let value = format!("{w}@{hlc:?}").into_bytes();
-                let v = self.replicas[w]
-                    .write(&self.fx.devices[w], &self.fx.identity, PATH, value, hlc)
-                    .unwrap();
+                let v = self.replicas[w].write(&self.fx.devices[w], &self.fx.identity, PATH, value, hlc).unwrap();
                 self.written.push(v);
             }
             Op::Sync { from, to } => {
@@ -197,36 +191,17 @@ fn a_corrected_clock_is_never_locked_out() {
     let mut shared = Register::new();
     // The fast device's clock is a day ahead; its value is within nobody's skew.
     let future = shared
-        .write(
-            fast,
-            &fx.identity,
-            PATH,
-            b"from the future".to_vec(),
-            Timestamp::from_wall_ms(START + 86_400_000),
-        )
+        .write(fast, &fx.identity, PATH, b"from the future".to_vec(), Timestamp::from_wall_ms(START + 86_400_000))
         .unwrap();
     // Held back, not dropped: it is stored, but not current yet.
     assert_eq!(shared.values().count(), 1);
     assert_eq!(shared.current(START, SKEW), None);
     // The honest device writes after receiving it, with a far earlier clock, and wins now...
-    let honest_value = shared
-        .write(
-            honest,
-            &fx.identity,
-            PATH,
-            b"now".to_vec(),
-            Timestamp::from_wall_ms(START),
-        )
-        .unwrap();
-    assert_eq!(
-        shared.current(START, SKEW).map(|v| v.id()),
-        Some(honest_value.id())
-    );
+    let honest_value =
+        shared.write(honest, &fx.identity, PATH, b"now".to_vec(), Timestamp::from_wall_ms(START)).unwrap();
+    assert_eq!(shared.current(START, SKEW).map(|v| v.id()), Some(honest_value.id()));
     // ...and still wins once real time reaches the future stamp, because it supersedes it.
-    assert_eq!(
-        shared.current(START + 86_400_000, SKEW).map(|v| v.id()),
-        Some(honest_value.id())
-    );
+    assert_eq!(shared.current(START + 86_400_000, SKEW).map(|v| v.id()), Some(honest_value.id()));
     assert!(honest_value.supersedes().contains(&future.id()));
 }
 
@@ -234,30 +209,13 @@ fn a_corrected_clock_is_never_locked_out() {
 fn a_held_back_value_appears_when_its_time_comes() {
     let fx = Fixture::new(23, 2);
     let mut a = Register::new();
-    let early = a
-        .write(
-            &fx.devices[0],
-            &fx.identity,
-            PATH,
-            b"early".to_vec(),
-            Timestamp::from_wall_ms(START),
-        )
-        .unwrap();
+    let early = a.write(&fx.devices[0], &fx.identity, PATH, b"early".to_vec(), Timestamp::from_wall_ms(START)).unwrap();
     let mut b = Register::new();
     let later = b
-        .write(
-            &fx.devices[1],
-            &fx.identity,
-            PATH,
-            b"later".to_vec(),
-            Timestamp::from_wall_ms(START + 3_600_000),
-        )
+        .write(&fx.devices[1], &fx.identity, PATH, b"later".to_vec(), Timestamp::from_wall_ms(START + 3_600_000))
         .unwrap();
     a.merge(&b);
     // Concurrent writes: the later stamp wins, but only once it is within the skew of local time.
     assert_eq!(a.current(START, SKEW).map(|v| v.id()), Some(early.id()));
-    assert_eq!(
-        a.current(START + 3_600_000 - SKEW, SKEW).map(|v| v.id()),
-        Some(later.id())
-    );
+    assert_eq!(a.current(START + 3_600_000 - SKEW, SKEW).map(|v| v.id()), Some(later.id()));
 }

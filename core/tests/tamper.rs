@@ -45,10 +45,7 @@ fn every_field_swap(bytes: &[u8], fields: &[(usize, usize)], accept: impl Fn(&[u
             let (field_a, field_b) = (bytes[a..a + len_a].to_vec(), bytes[b..b + len_b].to_vec());
             tampered[a..a + len_a].copy_from_slice(&field_b);
             tampered[b..b + len_b].copy_from_slice(&field_a);
-            assert!(
-                !accept(&tampered),
-                "swapping fields at {a} and {b} was not detected"
-            );
+            assert!(!accept(&tampered), "swapping fields at {a} and {b} was not detected");
             swaps += 1;
         }
     }
@@ -61,21 +58,26 @@ fn envelope_tampering_is_refused() {
     let first = fx.envelope(0, 1, None, vec![], b"one");
     let other_a = fx.envelope(1, 1, None, vec![], b"a");
     let other_b = fx.envelope(2, 1, None, vec![], b"b");
-    let env = fx.envelope(
-        0,
-        2,
-        Some(first.id()),
-        vec![other_a.id(), other_b.id()],
-        b"the payload",
-    );
+    let unsigned = kathon_core::envelope::UnsignedEnvelope {
+        kind: 2,
+        seq: 2,
+        prev: Some(first.id()),
+        hlc: Timestamp { wall_ms: 1_700_000_000_000, counter: 3 },
+        parents: vec![other_a.id(), other_b.id()],
+        payload: b"the payload".to_vec(),
+        attachments: vec![b"attachment one".to_vec(), b"attachment two".to_vec()],
+    };
+    let env = Envelope::sign(&fx.devices[0], &fx.identity, unsigned).unwrap();
     let bytes = env.encode();
     let accept = |b: &[u8]| Envelope::decode(b).is_ok_and(|e| e.verify(&fx.registry).is_ok());
     every_bit_flip(&bytes, accept);
 
-    // version, kind, author, seq, prev, hlc wall, hlc counter, count, parent 1, parent 2, len,
-    // payload, signature R, signature S.
-    let payload_at = 1 + 1 + 32 + 8 + 32 + 12 + 1 + 64 + 4;
-    let sig = payload_at + 11;
+    // format, kind, author, seq, prev, hlc wall, hlc counter, parent count, parent 1, parent 2,
+    // payload length, (payload), attachment count, hash 1, hash 2, signature R, signature S,
+    // attachment 1 length, (attachment 1), attachment 2 length, (attachment 2).
+    let count_at = 151 + 4 + 11;
+    let sig = count_at + 4 + 64;
+    let att = sig + 64;
     let fields = [
         (0, 1),
         (1, 1),
@@ -88,31 +90,55 @@ fn envelope_tampering_is_refused() {
         (87, 32),
         (119, 32),
         (151, 4),
+        (count_at, 4),
+        (count_at + 4, 32),
+        (count_at + 36, 32),
         (sig, 32),
         (sig + 32, 32),
+        (att + 4, 14),
+        (att + 4 + 14 + 4, 14),
     ];
     every_field_swap(&bytes, &fields, accept);
+}
+
+#[test]
+fn redacted_attachments_still_verify_and_tampered_ones_do_not() {
+    let fx = Fixture::new(8, 1);
+    let unsigned = kathon_core::envelope::UnsignedEnvelope {
+        kind: 2,
+        seq: 1,
+        prev: None,
+        hlc: Timestamp::from_wall_ms(5),
+        parents: vec![],
+        payload: vec![],
+        attachments: vec![b"visit to example.org".to_vec(), b"visit to kathon.dev".to_vec()],
+    };
+    let mut env = Envelope::sign(&fx.devices[0], &fx.identity, unsigned).unwrap();
+    assert!(env.redact_attachment(0));
+    assert!(!env.redact_attachment(0));
+    let bytes = env.encode();
+    assert!(!bytes.windows(11).any(|w| w == b"example.org"));
+    let back = Envelope::decode(&bytes).unwrap().verify(&fx.registry).unwrap();
+    assert_eq!(back.id(), env.id());
+    assert_eq!(back.attachments()[0], None);
+    assert_eq!(back.attachments()[1].as_deref(), Some(&b"visit to kathon.dev"[..]));
+    // Replacing a redacted attachment with other content is refused.
+    let mut forged = bytes.clone();
+    let at = forged.len() - (4 + 19) - 4;
+    forged.splice(at..at + 4, [0, 0, 0, 3, b'x', b'y', b'z']);
+    let err = Envelope::decode(&forged).unwrap().verify(&fx.registry).unwrap_err();
+    assert_eq!(err, VerifyError::AttachmentMismatch { index: 0 });
 }
 
 #[test]
 fn certificate_tampering_is_refused() {
     let fx = Fixture::new(2, 1);
     let bytes = fx.certificates[0].encode();
-    let accept =
-        |b: &[u8]| DeviceCertificate::decode(b).is_ok_and(|c| c.verify(&fx.identity).is_ok());
+    let accept = |b: &[u8]| DeviceCertificate::decode(b).is_ok_and(|c| c.verify(&fx.identity).is_ok());
     every_bit_flip(&bytes, accept);
     let name_len = fx.certificates[0].name().as_str().len();
     let sig = 1 + 32 + 32 + 8 + 8 + 1 + name_len;
-    let fields = [
-        (0, 1),
-        (1, 32),
-        (33, 32),
-        (65, 8),
-        (73, 8),
-        (81, 1),
-        (sig, 32),
-        (sig + 32, 32),
-    ];
+    let fields = [(0, 1), (1, 32), (33, 32), (65, 8), (73, 8), (81, 1), (sig, 32), (sig + 32, 32)];
     every_field_swap(&bytes, &fields, accept);
 }
 
@@ -123,15 +149,7 @@ fn revocation_tampering_is_refused() {
     let bytes = revocation.encode();
     let accept = |b: &[u8]| Revocation::decode(b).is_ok_and(|r| r.verify(&fx.identity).is_ok());
     every_bit_flip(&bytes, accept);
-    let fields = [
-        (0, 1),
-        (1, 32),
-        (33, 32),
-        (65, 8),
-        (73, 8),
-        (81, 32),
-        (113, 32),
-    ];
+    let fields = [(0, 1), (1, 32), (33, 32), (65, 8), (73, 8), (81, 32), (113, 32)];
     every_field_swap(&bytes, &fields, accept);
 }
 
@@ -140,22 +158,10 @@ fn register_value_tampering_is_refused() {
     let fx = Fixture::new(4, 2);
     let mut register = Register::new();
     register
-        .write(
-            &fx.devices[1],
-            &fx.identity,
-            "bookmarks/x/title",
-            b"old".to_vec(),
-            Timestamp::from_wall_ms(5),
-        )
+        .write(&fx.devices[1], &fx.identity, "bookmarks/x/title", b"old".to_vec(), Timestamp::from_wall_ms(5))
         .unwrap();
     let value = register
-        .write(
-            &fx.devices[0],
-            &fx.identity,
-            "bookmarks/x/title",
-            b"Kathon".to_vec(),
-            Timestamp::from_wall_ms(9),
-        )
+        .write(&fx.devices[0], &fx.identity, "bookmarks/x/title", b"Kathon".to_vec(), Timestamp::from_wall_ms(9))
         .unwrap();
     let bytes = value.encode();
     let accept = |b: &[u8]| RegisterValue::decode(b).is_ok_and(|v| v.verify(&fx.registry).is_ok());
@@ -164,14 +170,7 @@ fn register_value_tampering_is_refused() {
     let author = 1 + 2 + path_len;
     let supersedes = author + 32 + 12 + 1;
     let sig = supersedes + 32 + 4 + 6;
-    let fields = [
-        (0, 1),
-        (author, 32),
-        (author + 32, 8),
-        (supersedes, 32),
-        (sig, 32),
-        (sig + 32, 32),
-    ];
+    let fields = [(0, 1), (author, 32), (author + 32, 8), (supersedes, 32), (sig, 32), (sig + 32, 32)];
     every_field_swap(&bytes, &fields, accept);
 }
 
@@ -180,26 +179,16 @@ fn certificate_of_another_identity_is_refused() {
     let ours = Fixture::new(5, 1);
     let theirs = Fixture::new(6, 1);
     let foreign = DeviceCertificate::decode(&theirs.certificates[0].encode()).unwrap();
-    assert_eq!(
-        foreign.clone().verify(&ours.identity),
-        Err(VerifyError::WrongIdentity {
-            what: "device certificate"
-        })
-    );
+    assert_eq!(foreign.clone().verify(&ours.identity), Err(VerifyError::WrongIdentity { what: "device certificate" }));
     let mut registry = DeviceRegistry::new(ours.identity);
     assert_eq!(
         registry.add_certificate(theirs.certificates[0].clone()),
-        Err(VerifyError::WrongIdentity {
-            what: "device certificate"
-        })
+        Err(VerifyError::WrongIdentity { what: "device certificate" })
     );
     // Their device's envelope is unknown to our registry.
     let env = theirs.envelope(0, 1, None, vec![], b"x");
     let decoded = Envelope::decode(&env.encode()).unwrap();
-    assert!(matches!(
-        decoded.verify(&ours.registry),
-        Err(VerifyError::UnknownDevice { .. })
-    ));
+    assert!(matches!(decoded.verify(&ours.registry), Err(VerifyError::UnknownDevice { .. })));
 }
 
 #[test]
@@ -215,54 +204,26 @@ fn expired_and_revoked_devices_are_refused() {
         let unsigned = kathon_core::envelope::UnsignedEnvelope {
             kind: 1,
             seq,
-            prev: (seq > 1).then_some(kathon_core::envelope::EnvelopeId(
-                kathon_core::hash::Hash::ZERO,
-            )),
+            prev: (seq > 1).then_some(kathon_core::envelope::EnvelopeId(kathon_core::hash::Hash::ZERO)),
             hlc: Timestamp::from_wall_ms(wall_ms),
             parents: vec![],
             payload: vec![],
+            attachments: vec![],
         };
         let env = Envelope::sign(&device, &fx.identity, unsigned).unwrap();
         Envelope::decode(&env.encode()).unwrap()
     };
     assert!(signed(1, 1_600_000_000_000).verify(&registry).is_ok());
-    assert!(matches!(
-        signed(1, 1_700_000_000_001).verify(&registry),
-        Err(VerifyError::Expired { .. })
-    ));
+    assert!(matches!(signed(1, 1_700_000_000_001).verify(&registry), Err(VerifyError::Expired { .. })));
 
     // Revoked after its write #2: #2 stands, #3 is refused.
-    registry
-        .add_revocation(Revocation::issue(
-            &fx.root,
-            device.public(),
-            2,
-            1_650_000_000_000,
-        ))
-        .unwrap();
+    registry.add_revocation(Revocation::issue(&fx.root, device.public(), 2, 1_650_000_000_000)).unwrap();
     assert!(signed(2, 1_600_000_000_000).verify(&registry).is_ok());
     assert_eq!(
         signed(3, 1_600_000_000_000).verify(&registry),
-        Err(VerifyError::Revoked {
-            device: device.public(),
-            last_valid_seq: 2,
-            seq: 3
-        })
+        Err(VerifyError::Revoked { device: device.public(), last_valid_seq: 2, seq: 3 })
     );
     // A second revocation can only tighten the bound.
-    registry
-        .add_revocation(Revocation::issue(
-            &fx.root,
-            device.public(),
-            5,
-            1_660_000_000_000,
-        ))
-        .unwrap();
-    assert_eq!(
-        registry
-            .revocation(&device.public())
-            .unwrap()
-            .last_valid_seq(),
-        2
-    );
+    registry.add_revocation(Revocation::issue(&fx.root, device.public(), 5, 1_660_000_000_000)).unwrap();
+    assert_eq!(registry.revocation(&device.public()).unwrap().last_valid_seq(), 2);
 }

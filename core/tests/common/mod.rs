@@ -1,9 +1,7 @@
 //! Deterministic fixtures shared by the integration tests (native and wasm).
 #![allow(dead_code, unreachable_pub)]
 
-use kathon_core::certificate::{
-    DeviceCertificate, DeviceName, DeviceRegistry, NEVER_EXPIRES, VerifiedCertificate,
-};
+use kathon_core::certificate::{DeviceCertificate, DeviceName, DeviceRegistry, NEVER_EXPIRES, VerifiedCertificate};
 use kathon_core::envelope::{Envelope, EnvelopeId, UnsignedEnvelope, VerifiedEnvelope};
 use kathon_core::hlc::Timestamp;
 use kathon_core::identity::{DeviceSecretKey, IdentityId, RootSecretKey};
@@ -39,13 +37,7 @@ impl Fixture {
             keys.push(key);
             certificates.push(cert);
         }
-        Self {
-            root,
-            identity,
-            devices: keys,
-            certificates,
-            registry,
-        }
+        Self { root, identity, devices: keys, certificates, registry }
     }
 
     /// Envelope number `seq` of device `device`, following `prev`.
@@ -61,12 +53,10 @@ impl Fixture {
             kind: 1,
             seq,
             prev,
-            hlc: Timestamp {
-                wall_ms: 1_700_000_000_000 + seq,
-                counter: 0,
-            },
+            hlc: Timestamp { wall_ms: 1_700_000_000_000 + seq, counter: 0 },
             parents,
             payload: payload.to_vec(),
+            attachments: vec![],
         };
         Envelope::sign(&self.devices[device], &self.identity, unsigned).unwrap()
     }
@@ -76,13 +66,7 @@ impl Fixture {
         let mut out: Vec<VerifiedEnvelope> = Vec::new();
         for seq in 1..=len {
             let prev = out.last().map(VerifiedEnvelope::id);
-            out.push(self.envelope(
-                device,
-                seq,
-                prev,
-                Vec::new(),
-                format!("change {seq}").as_bytes(),
-            ));
+            out.push(self.envelope(device, seq, prev, Vec::new(), format!("change {seq}").as_bytes()));
         }
         out
     }
