@@ -14,9 +14,7 @@ use crate::error::{DecodeError, VerifyError};
 use crate::hash::{Hash, context};
 use ed25519_dalek::VerifyingKey;
 
-use crate::identity::{
-    DeviceId, IdentityId, RootSecretKey, domain, signing_message, verify_strict,
-};
+use crate::identity::{DeviceId, IdentityId, RootSecretKey, domain, signing_message, verify_strict};
 
 /// Format byte of a device certificate: type 2, version 1.
 const CERT_FORMAT: u8 = 0x21;
@@ -97,24 +95,10 @@ impl DeviceCertificate {
         let body = Self::encode_body(&identity, &device, &name, not_before_ms, not_after_ms);
         let id = Hash::digest(context::CERTIFICATE_ID, &[body.as_bytes()]);
         let signature = root.sign(&signing_message(domain::DEVICE_CERTIFICATE, &identity, &id));
-        VerifiedCertificate::new(Self {
-            identity,
-            device,
-            name,
-            not_before_ms,
-            not_after_ms,
-            signature,
-            id,
-        })
+        VerifiedCertificate::new(Self { identity, device, name, not_before_ms, not_after_ms, signature, id })
     }
 
-    fn encode_body(
-        identity: &IdentityId,
-        device: &DeviceId,
-        name: &DeviceName,
-        nb: u64,
-        na: u64,
-    ) -> Writer {
+    fn encode_body(identity: &IdentityId, device: &DeviceId, name: &DeviceName, nb: u64, na: u64) -> Writer {
         let mut w = Writer::with_capacity(Self::MAX_ENCODED_LEN);
         w.u8(CERT_FORMAT)
             .raw(identity.as_bytes())
@@ -127,13 +111,7 @@ impl DeviceCertificate {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Self::encode_body(
-            &self.identity,
-            &self.device,
-            &self.name,
-            self.not_before_ms,
-            self.not_after_ms,
-        );
+        let mut w = Self::encode_body(&self.identity, &self.device, &self.name, self.not_before_ms, self.not_after_ms);
         w.raw(&self.signature);
         w.into_bytes()
     }
@@ -154,42 +132,25 @@ impl DeviceCertificate {
         let not_before_ms = r.u64("certificate not-before")?;
         let not_after_ms = r.u64("certificate not-after")?;
         if not_after_ms < not_before_ms {
-            return Err(DecodeError::NonCanonical {
-                what: "certificate validity",
-                reason: "ends before it starts",
-            });
+            return Err(DecodeError::NonCanonical { what: "certificate validity", reason: "ends before it starts" });
         }
         let name = r.str_u8(MAX_DEVICE_NAME_LEN, "device name")?;
-        let name = DeviceName::new(name).map_err(|_| DecodeError::NonCanonical {
-            what: "device name",
-            reason: "empty or control characters",
-        })?;
+        let name = DeviceName::new(name)
+            .map_err(|_| DecodeError::NonCanonical { what: "device name", reason: "empty or control characters" })?;
         let body = r.consumed().get(start..).unwrap_or_default();
         let id = Hash::digest(context::CERTIFICATE_ID, &[body]);
         let signature = r.array("certificate signature")?;
-        Ok(Self {
-            identity,
-            device,
-            name,
-            not_before_ms,
-            not_after_ms,
-            signature,
-            id,
-        })
+        Ok(Self { identity, device, name, not_before_ms, not_after_ms, signature, id })
     }
 
     /// Checks the root signature for `identity`.
     pub fn verify(self, identity: &IdentityId) -> Result<VerifiedCertificate, VerifyError> {
         if self.identity != *identity {
-            return Err(VerifyError::WrongIdentity {
-                what: "device certificate",
-            });
+            return Err(VerifyError::WrongIdentity { what: "device certificate" });
         }
         let message = signing_message(domain::DEVICE_CERTIFICATE, identity, &self.id);
         if !identity.verify(&message, &self.signature) {
-            return Err(VerifyError::BadSignature {
-                what: "device certificate",
-            });
+            return Err(VerifyError::BadSignature { what: "device certificate" });
         }
         Ok(VerifiedCertificate::new(self))
     }
@@ -295,39 +256,18 @@ impl Revocation {
         let body = Self::encode_body(&identity, &device, last_valid_seq, revoked_at_ms);
         let id = Hash::digest(context::REVOCATION_ID, &[body.as_bytes()]);
         let signature = root.sign(&signing_message(domain::REVOCATION, &identity, &id));
-        VerifiedRevocation(Self {
-            identity,
-            device,
-            last_valid_seq,
-            revoked_at_ms,
-            signature,
-            id,
-        })
+        VerifiedRevocation(Self { identity, device, last_valid_seq, revoked_at_ms, signature, id })
     }
 
-    fn encode_body(
-        identity: &IdentityId,
-        device: &DeviceId,
-        last_valid_seq: u64,
-        revoked_at_ms: u64,
-    ) -> Writer {
+    fn encode_body(identity: &IdentityId, device: &DeviceId, last_valid_seq: u64, revoked_at_ms: u64) -> Writer {
         let mut w = Writer::with_capacity(Self::ENCODED_LEN);
-        w.u8(REVOCATION_FORMAT)
-            .raw(identity.as_bytes())
-            .raw(device.as_bytes())
-            .u64(last_valid_seq)
-            .u64(revoked_at_ms);
+        w.u8(REVOCATION_FORMAT).raw(identity.as_bytes()).raw(device.as_bytes()).u64(last_valid_seq).u64(revoked_at_ms);
         w
     }
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Self::encode_body(
-            &self.identity,
-            &self.device,
-            self.last_valid_seq,
-            self.revoked_at_ms,
-        );
+        let mut w = Self::encode_body(&self.identity, &self.device, self.last_valid_seq, self.revoked_at_ms);
         w.raw(&self.signature);
         w.into_bytes()
     }
@@ -350,14 +290,7 @@ impl Revocation {
         let body = r.consumed().get(start..).unwrap_or_default();
         let id = Hash::digest(context::REVOCATION_ID, &[body]);
         let signature = r.array("revocation signature")?;
-        Ok(Self {
-            identity,
-            device,
-            last_valid_seq,
-            revoked_at_ms,
-            signature,
-            id,
-        })
+        Ok(Self { identity, device, last_valid_seq, revoked_at_ms, signature, id })
     }
 
     /// Checks the root signature for `identity`.
@@ -418,11 +351,7 @@ pub struct DeviceRegistry {
 impl DeviceRegistry {
     /// An empty registry for `identity`.
     pub fn new(identity: IdentityId) -> Self {
-        Self {
-            identity,
-            certificates: BTreeMap::new(),
-            revocations: BTreeMap::new(),
-        }
+        Self { identity, certificates: BTreeMap::new(), revocations: BTreeMap::new() }
     }
 
     /// The identity.
@@ -433,9 +362,7 @@ impl DeviceRegistry {
     /// Adds a certificate. Returns whether it changed the registry.
     pub fn add_certificate(&mut self, cert: VerifiedCertificate) -> Result<bool, VerifyError> {
         if cert.identity() != &self.identity {
-            return Err(VerifyError::WrongIdentity {
-                what: "device certificate",
-            });
+            return Err(VerifyError::WrongIdentity { what: "device certificate" });
         }
         let key = (cert.not_before_ms(), cert.id());
         match self.certificates.get(cert.device()) {
@@ -500,24 +427,12 @@ impl DeviceRegistry {
     }
 
     /// May `device` sign its write number `seq`, stamped at `at_ms`? Returns its certificate.
-    pub fn authorize(
-        &self,
-        device: &DeviceId,
-        seq: u64,
-        at_ms: u64,
-    ) -> Result<&VerifiedCertificate, VerifyError> {
-        let cert = self
-            .certificates
-            .get(device)
-            .ok_or(VerifyError::UnknownDevice { device: *device })?;
+    pub fn authorize(&self, device: &DeviceId, seq: u64, at_ms: u64) -> Result<&VerifiedCertificate, VerifyError> {
+        let cert = self.certificates.get(device).ok_or(VerifyError::UnknownDevice { device: *device })?;
         if let Some(revocation) = self.revocations.get(device)
             && seq > revocation.last_valid_seq()
         {
-            return Err(VerifyError::Revoked {
-                device: *device,
-                last_valid_seq: revocation.last_valid_seq(),
-                seq,
-            });
+            return Err(VerifyError::Revoked { device: *device, last_valid_seq: revocation.last_valid_seq(), seq });
         }
         cert.check_validity(at_ms)?;
         Ok(cert)
@@ -543,19 +458,9 @@ mod tests {
             let mut forged = good.cert.clone();
             forged.signature = root.sign(&signing_message(wrong, &root.public(), &forged.id));
             let decoded = DeviceCertificate::decode(&forged.encode()).unwrap();
-            assert_eq!(
-                decoded.verify(&root.public()),
-                Err(VerifyError::BadSignature {
-                    what: "device certificate"
-                })
-            );
+            assert_eq!(decoded.verify(&root.public()), Err(VerifyError::BadSignature { what: "device certificate" }));
         }
-        assert!(
-            DeviceCertificate::decode(&good.encode())
-                .unwrap()
-                .verify(&root.public())
-                .is_ok()
-        );
+        assert!(DeviceCertificate::decode(&good.encode()).unwrap().verify(&root.public()).is_ok());
     }
 
     #[test]
@@ -563,9 +468,6 @@ mod tests {
         assert!(DeviceName::new("").is_err());
         assert!(DeviceName::new(&"x".repeat(65)).is_err());
         assert!(DeviceName::new("tab\there").is_err());
-        assert_eq!(
-            DeviceName::new("Ada's phone ✓").unwrap().as_str(),
-            "Ada's phone ✓"
-        );
+        assert_eq!(DeviceName::new("Ada's phone ✓").unwrap().as_str(), "Ada's phone ✓");
     }
 }

@@ -35,21 +35,14 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let truncated = || DecodeError::Truncated {
-            what,
-            at: self.pos,
-            needed: len.saturating_sub(self.remaining()),
-        };
+        let truncated = || DecodeError::Truncated { what, at: self.pos, needed: len.saturating_sub(self.remaining()) };
         let end = self.pos.checked_add(len).ok_or_else(truncated)?;
         let bytes = self.buf.get(self.pos..end).ok_or_else(truncated)?;
         self.pos = end;
         Ok(bytes)
     }
 
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        what: &'static str,
-    ) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
         let bytes = self.take(N, what)?;
         let mut out = [0u8; N];
         out.copy_from_slice(bytes);
@@ -80,11 +73,7 @@ impl<'a> Reader<'a> {
         if found == supported {
             Ok(())
         } else if found >> 4 == supported >> 4 {
-            Err(DecodeError::UnsupportedVersion {
-                what,
-                found: found & 0x0f,
-                supported: supported & 0x0f,
-            })
+            Err(DecodeError::UnsupportedVersion { what, found: found & 0x0f, supported: supported & 0x0f })
         } else {
             Err(DecodeError::UnknownTag { what, tag: found })
         }
@@ -92,54 +81,33 @@ impl<'a> Reader<'a> {
 
     /// Checks a declared length against its cap and against what is left, so that no
     /// allocation is ever sized by an attacker beyond the input actually received.
-    pub(crate) fn check_len(
-        &self,
-        len: u64,
-        max: u64,
-        what: &'static str,
-    ) -> Result<usize, DecodeError> {
+    pub(crate) fn check_len(&self, len: u64, max: u64, what: &'static str) -> Result<usize, DecodeError> {
         if len > max {
             return Err(DecodeError::TooLarge { what, len, max });
         }
         let len = usize::try_from(len).map_err(|_| DecodeError::TooLarge { what, len, max })?;
         if len > self.remaining() {
-            return Err(DecodeError::Truncated {
-                what,
-                at: self.pos,
-                needed: len.saturating_sub(self.remaining()),
-            });
+            return Err(DecodeError::Truncated { what, at: self.pos, needed: len.saturating_sub(self.remaining()) });
         }
         Ok(len)
     }
 
     /// A byte string with a `u8` length prefix.
-    pub(crate) fn bytes_u8(
-        &mut self,
-        max: u8,
-        what: &'static str,
-    ) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes_u8(&mut self, max: u8, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.u8(what)?;
         let len = self.check_len(len.into(), max.into(), what)?;
         self.take(len, what)
     }
 
     /// A byte string with a `u16` length prefix.
-    pub(crate) fn bytes_u16(
-        &mut self,
-        max: u16,
-        what: &'static str,
-    ) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes_u16(&mut self, max: u16, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.u16(what)?;
         let len = self.check_len(len.into(), max.into(), what)?;
         self.take(len, what)
     }
 
     /// A byte string with a `u32` length prefix.
-    pub(crate) fn bytes_u32(
-        &mut self,
-        max: u32,
-        what: &'static str,
-    ) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes_u32(&mut self, max: u32, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.u32(what)?;
         let len = self.check_len(len.into(), max.into(), what)?;
         self.take(len, what)
@@ -159,11 +127,7 @@ impl<'a> Reader<'a> {
 
     /// A list of 32-byte hashes with a `u8` count, which must be strictly ascending (so the
     /// encoding is canonical and duplicate-free).
-    pub(crate) fn sorted_hashes(
-        &mut self,
-        max: u8,
-        what: &'static str,
-    ) -> Result<Vec<[u8; 32]>, DecodeError> {
+    pub(crate) fn sorted_hashes(&mut self, max: u8, what: &'static str) -> Result<Vec<[u8; 32]>, DecodeError> {
         let count = self.u8(what)?;
         let byte_len = u64::from(count).saturating_mul(32);
         self.check_len(byte_len, u64::from(max).saturating_mul(32), what)?;
@@ -171,10 +135,7 @@ impl<'a> Reader<'a> {
         for _ in 0..count {
             let hash = self.array::<32>(what)?;
             if out.last().is_some_and(|last| *last >= hash) {
-                return Err(DecodeError::NonCanonical {
-                    what,
-                    reason: "hashes must be strictly ascending",
-                });
+                return Err(DecodeError::NonCanonical { what, reason: "hashes must be strictly ascending" });
             }
             out.push(hash);
         }
@@ -199,9 +160,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(capacity),
-        }
+        Self { buf: Vec::with_capacity(capacity) }
     }
 
     pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
@@ -232,15 +191,13 @@ impl Writer {
     /// Writes a `u8` length prefix; the caller guarantees `bytes.len() <= u8::MAX`.
     pub(crate) fn bytes_u8(&mut self, bytes: &[u8]) -> &mut Self {
         let len = u8::try_from(bytes.len()).unwrap_or(u8::MAX);
-        self.u8(len)
-            .raw(bytes.get(..usize::from(len)).unwrap_or_default())
+        self.u8(len).raw(bytes.get(..usize::from(len)).unwrap_or_default())
     }
 
     /// Writes a `u16` length prefix; the caller guarantees `bytes.len() <= u16::MAX`.
     pub(crate) fn bytes_u16(&mut self, bytes: &[u8]) -> &mut Self {
         let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-        self.u16(len)
-            .raw(bytes.get(..usize::from(len)).unwrap_or_default())
+        self.u16(len).raw(bytes.get(..usize::from(len)).unwrap_or_default())
     }
 
     /// Writes a `u32` length prefix; the caller guarantees `bytes.len() <= u32::MAX`.
@@ -281,28 +238,15 @@ mod tests {
     fn reader_reports_truncation_without_panicking() {
         let mut r = Reader::new(&[1, 2, 3]);
         assert_eq!(r.u16("x"), Ok(0x0102));
-        assert_eq!(
-            r.u32("y"),
-            Err(DecodeError::Truncated {
-                what: "y",
-                at: 2,
-                needed: 3
-            })
-        );
+        assert_eq!(r.u32("y"), Err(DecodeError::Truncated { what: "y", at: 2, needed: 3 }));
     }
 
     #[test]
     fn declared_length_beyond_input_is_refused_before_allocation() {
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff, 0]);
-        assert!(matches!(
-            r.bytes_u32(u32::MAX, "blob"),
-            Err(DecodeError::Truncated { .. })
-        ));
+        assert!(matches!(r.bytes_u32(u32::MAX, "blob"), Err(DecodeError::Truncated { .. })));
         let mut r = Reader::new(&[0, 0, 0, 9]);
-        assert!(matches!(
-            r.bytes_u32(8, "blob"),
-            Err(DecodeError::TooLarge { len: 9, max: 8, .. })
-        ));
+        assert!(matches!(r.bytes_u32(8, "blob"), Err(DecodeError::TooLarge { len: 9, max: 8, .. })));
     }
 
     #[test]
@@ -310,9 +254,6 @@ mod tests {
         let mut bytes = vec![2u8];
         bytes.extend([7u8; 32]);
         bytes.extend([7u8; 32]);
-        assert!(matches!(
-            Reader::new(&bytes).sorted_hashes(4, "h"),
-            Err(DecodeError::NonCanonical { .. })
-        ));
+        assert!(matches!(Reader::new(&bytes).sorted_hashes(4, "h"), Err(DecodeError::NonCanonical { .. })));
     }
 }

@@ -27,10 +27,7 @@ impl Timestamp {
 
     /// A timestamp at `wall_ms` with counter zero.
     pub const fn from_wall_ms(wall_ms: u64) -> Self {
-        Self {
-            wall_ms,
-            counter: 0,
-        }
+        Self { wall_ms, counter: 0 }
     }
 
     /// How far ahead of `now_ms` this timestamp is (zero if not ahead).
@@ -48,11 +45,7 @@ impl Timestamp {
         if self.is_visible_at(now_ms, max_skew_ms) {
             Ok(())
         } else {
-            Err(ClockError::TooFarAhead {
-                stamp_ms: self.wall_ms,
-                ahead_ms: self.ahead_of(now_ms),
-                max_skew_ms,
-            })
+            Err(ClockError::TooFarAhead { stamp_ms: self.wall_ms, ahead_ms: self.ahead_of(now_ms), max_skew_ms })
         }
     }
 
@@ -60,16 +53,10 @@ impl Timestamp {
     /// counter is exhausted.
     fn successor(self) -> Result<Self, ClockError> {
         match self.counter.checked_add(1) {
-            Some(counter) => Ok(Self {
-                wall_ms: self.wall_ms,
-                counter,
-            }),
+            Some(counter) => Ok(Self { wall_ms: self.wall_ms, counter }),
             None => {
                 let wall_ms = self.wall_ms.checked_add(1).ok_or(ClockError::Exhausted)?;
-                Ok(Self {
-                    wall_ms,
-                    counter: 0,
-                })
+                Ok(Self { wall_ms, counter: 0 })
             }
         }
     }
@@ -92,10 +79,7 @@ impl Default for HybridClock {
 impl HybridClock {
     /// A clock that has seen nothing yet.
     pub fn new(max_skew_ms: u64) -> Self {
-        Self {
-            last: Timestamp::default(),
-            max_skew_ms,
-        }
+        Self { last: Timestamp::default(), max_skew_ms }
     }
 
     /// A clock that continues after `last`.
@@ -116,11 +100,7 @@ impl HybridClock {
     /// Stamps a local event at wall time `now_ms`: strictly greater than every timestamp issued
     /// or observed before, and at least `now_ms`.
     pub fn tick(&mut self, now_ms: u64) -> Result<Timestamp, ClockError> {
-        let next = if now_ms > self.last.wall_ms {
-            Timestamp::from_wall_ms(now_ms)
-        } else {
-            self.last.successor()?
-        };
+        let next = if now_ms > self.last.wall_ms { Timestamp::from_wall_ms(now_ms) } else { self.last.successor()? };
         self.last = next;
         Ok(next)
     }
@@ -155,36 +135,21 @@ mod tests {
     fn far_future_is_refused_at_the_exact_bound() {
         let mut clock = HybridClock::new(100);
         assert!(clock.observe(Timestamp::from_wall_ms(1_100), 1_000).is_ok());
-        let err = clock
-            .observe(Timestamp::from_wall_ms(1_101), 1_000)
-            .unwrap_err();
-        assert_eq!(
-            err,
-            ClockError::TooFarAhead {
-                stamp_ms: 1_101,
-                ahead_ms: 101,
-                max_skew_ms: 100
-            }
-        );
+        let err = clock.observe(Timestamp::from_wall_ms(1_101), 1_000).unwrap_err();
+        assert_eq!(err, ClockError::TooFarAhead { stamp_ms: 1_101, ahead_ms: 101, max_skew_ms: 100 });
         assert_eq!(clock.last(), Timestamp::from_wall_ms(1_100));
     }
 
     #[test]
     fn hostile_extremes_do_not_overflow() {
         let mut clock = HybridClock::new(u64::MAX);
-        let top = Timestamp {
-            wall_ms: u64::MAX,
-            counter: u32::MAX,
-        };
+        let top = Timestamp { wall_ms: u64::MAX, counter: u32::MAX };
         assert!(clock.observe(top, u64::MAX).is_ok());
         assert_eq!(clock.tick(u64::MAX), Err(ClockError::Exhausted));
         let mut clock = HybridClock::new(10);
         assert!(clock.observe(top, 0).is_err());
         assert!(clock.observe(top, u64::MAX).is_ok());
-        let almost = Timestamp {
-            wall_ms: 5,
-            counter: u32::MAX,
-        };
+        let almost = Timestamp { wall_ms: 5, counter: u32::MAX };
         let mut clock = HybridClock::restore(almost, 10);
         assert_eq!(clock.tick(0).unwrap(), Timestamp::from_wall_ms(6));
     }

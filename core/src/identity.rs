@@ -72,12 +72,7 @@ const TEXT_GROUP: usize = 7;
 fn text_checksum(ctx: &'static str, key: &[u8; 32]) -> [u8; TEXT_CHECKSUM_LEN] {
     let digest = Hash::digest(ctx, &[key]);
     let mut out = [0u8; TEXT_CHECKSUM_LEN];
-    out.copy_from_slice(
-        digest
-            .as_bytes()
-            .get(..TEXT_CHECKSUM_LEN)
-            .unwrap_or(&[0; TEXT_CHECKSUM_LEN]),
-    );
+    out.copy_from_slice(digest.as_bytes().get(..TEXT_CHECKSUM_LEN).unwrap_or(&[0; TEXT_CHECKSUM_LEN]));
     out
 }
 
@@ -113,38 +108,25 @@ fn decode_text(
             '8' => 'B',
             c @ ('A'..='Z' | '2'..='7') => c,
             _ => {
-                return Err(IdParseError::InvalidCharacter {
-                    character,
-                    position,
-                });
+                return Err(IdParseError::InvalidCharacter { character, position });
             }
         };
         if clean.len() >= TEXT_CHARS {
-            return Err(IdParseError::WrongLength {
-                found: text.chars().filter(|c| !matches!(c, '-' | ' ')).count(),
-            });
+            return Err(IdParseError::WrongLength { found: text.chars().filter(|c| !matches!(c, '-' | ' ')).count() });
         }
         clean.push(mapped);
     }
     if clean.len() != TEXT_CHARS {
         return Err(IdParseError::WrongLength { found: clean.len() });
     }
-    let raw = data_encoding::BASE32_NOPAD
-        .decode(clean.as_bytes())
-        .map_err(|_| IdParseError::ChecksumMismatch)?;
-    let (key_part, sum_part) = raw
-        .split_at_checked(TEXT_KEY_LEN)
-        .ok_or(IdParseError::WrongLength { found: clean.len() })?;
-    let key: [u8; 32] = key_part
-        .try_into()
-        .map_err(|_| IdParseError::WrongLength { found: clean.len() })?;
+    let raw = data_encoding::BASE32_NOPAD.decode(clean.as_bytes()).map_err(|_| IdParseError::ChecksumMismatch)?;
+    let (key_part, sum_part) =
+        raw.split_at_checked(TEXT_KEY_LEN).ok_or(IdParseError::WrongLength { found: clean.len() })?;
+    let key: [u8; 32] = key_part.try_into().map_err(|_| IdParseError::WrongLength { found: clean.len() })?;
     if sum_part == text_checksum(ctx, &key) {
         Ok(key)
     } else if sum_part == text_checksum(other_ctx, &key) {
-        Err(IdParseError::WrongKind {
-            expected,
-            found: found_other,
-        })
+        Err(IdParseError::WrongKind { expected, found: found_other })
     } else {
         Err(IdParseError::ChecksumMismatch)
     }
@@ -310,18 +292,13 @@ secret_key_type!(
 
 /// `verify_strict`: the one signature check used everywhere (see `docs/protocol.md`).
 pub(crate) fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
-    key.verify_strict(message, &Signature::from_bytes(signature))
-        .is_ok()
+    key.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
 }
 
 /// Builds the message that is actually signed: a domain tag, the identity, and the digest of the
 /// object. Binding the identity means a signature made for one identity is worthless in another,
 /// and signing a fixed-size digest keeps signing and batch verification cheap for large payloads.
-pub(crate) fn signing_message(
-    domain: &'static [u8],
-    identity: &IdentityId,
-    digest: &Hash,
-) -> Vec<u8> {
+pub(crate) fn signing_message(domain: &'static [u8], identity: &IdentityId, digest: &Hash) -> Vec<u8> {
     let mut msg = Vec::with_capacity(domain.len().saturating_add(65));
     msg.push(u8::try_from(domain.len()).unwrap_or(u8::MAX));
     msg.extend_from_slice(domain);
@@ -351,11 +328,7 @@ mod tests {
         let text = id.to_text();
         assert_eq!(text.len(), 56 + 7);
         assert_eq!(text.parse::<IdentityId>(), Ok(id));
-        let sloppy = text
-            .to_lowercase()
-            .replace('-', " ")
-            .replace('o', "0")
-            .replace('i', "1");
+        let sloppy = text.to_lowercase().replace('-', " ").replace('o', "0").replace('i', "1");
         assert_eq!(sloppy.parse::<IdentityId>(), Ok(id));
     }
 
@@ -364,28 +337,13 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let device = DeviceSecretKey::generate(&mut rng).public();
         let text = device.to_text();
-        assert_eq!(
-            text.parse::<IdentityId>(),
-            Err(IdParseError::WrongKind {
-                expected: "identity",
-                found: "device"
-            })
-        );
+        assert_eq!(text.parse::<IdentityId>(), Err(IdParseError::WrongKind { expected: "identity", found: "device" }));
         let mut chars: Vec<char> = text.chars().collect();
         chars[3] = if chars[3] == 'A' { 'B' } else { 'A' };
         let typo: String = chars.into_iter().collect();
-        assert_eq!(
-            typo.parse::<DeviceId>(),
-            Err(IdParseError::ChecksumMismatch)
-        );
-        assert!(matches!(
-            "abc".parse::<DeviceId>(),
-            Err(IdParseError::WrongLength { found: 3 })
-        ));
-        assert!(matches!(
-            "é".parse::<DeviceId>(),
-            Err(IdParseError::InvalidCharacter { .. })
-        ));
+        assert_eq!(typo.parse::<DeviceId>(), Err(IdParseError::ChecksumMismatch));
+        assert!(matches!("abc".parse::<DeviceId>(), Err(IdParseError::WrongLength { found: 3 })));
+        assert!(matches!("é".parse::<DeviceId>(), Err(IdParseError::InvalidCharacter { .. })));
     }
 
     #[test]

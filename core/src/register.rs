@@ -139,10 +139,7 @@ impl RegisterValue {
         let path = r.str_u16(MAX_PATH_LEN, "register path")?.to_owned();
         // Only a claim until `verify` finds it among the registry's validated devices.
         let author = DeviceId::from_claimed_bytes(r.array("register author")?);
-        let hlc = Timestamp {
-            wall_ms: r.u64("register hlc")?,
-            counter: r.u32("register hlc")?,
-        };
+        let hlc = Timestamp { wall_ms: r.u64("register hlc")?, counter: r.u32("register hlc")? };
         let supersedes = r
             .sorted_hashes(MAX_SUPERSEDES, "register supersedes")?
             .into_iter()
@@ -153,45 +150,26 @@ impl RegisterValue {
         let id = ValueId(Hash::digest(context::REGISTER_VALUE_ID, &[body]));
         let signature = r.array("register signature")?;
         r.finish("register value")?;
-        Ok(Self {
-            path,
-            author,
-            hlc,
-            supersedes,
-            value,
-            signature,
-            id,
-        })
+        Ok(Self { path, author, hlc, supersedes, value, signature, id })
     }
 
     /// Checks that the author is (or was) a device of the registry's identity and that the
     /// signature verifies. Revocation is enforced where writes are ingested (it depends on the
     /// envelope's sequence number), so a revoked device's earlier values still verify here.
     pub fn verify(self, registry: &DeviceRegistry) -> Result<VerifiedRegisterValue, VerifyError> {
-        let cert = registry
-            .certificate(&self.author)
-            .ok_or(VerifyError::UnknownDevice {
-                device: self.author,
-            })?;
+        let cert = registry.certificate(&self.author).ok_or(VerifyError::UnknownDevice { device: self.author })?;
         let message = signing_message(domain::REGISTER_VALUE, registry.identity(), &self.id.0);
         if !cert.verify_device_signature(&message, &self.signature) {
-            return Err(VerifyError::BadSignature {
-                what: "register value",
-            });
+            return Err(VerifyError::BadSignature { what: "register value" });
         }
         Ok(VerifiedRegisterValue(self))
     }
 
     /// Checks only the signature, for `identity`.
-    pub fn verify_signature(
-        self,
-        identity: &IdentityId,
-    ) -> Result<VerifiedRegisterValue, VerifyError> {
+    pub fn verify_signature(self, identity: &IdentityId) -> Result<VerifiedRegisterValue, VerifyError> {
         let message = signing_message(domain::REGISTER_VALUE, identity, &self.id.0);
         if !self.author.verify(&message, &self.signature) {
-            return Err(VerifyError::BadSignature {
-                what: "register value",
-            });
+            return Err(VerifyError::BadSignature { what: "register value" });
         }
         Ok(VerifiedRegisterValue(self))
     }
@@ -299,15 +277,9 @@ impl Register {
 
     /// The current value at local time `now_ms`, hiding values more than `max_skew_ms` ahead.
     pub fn current(&self, now_ms: u64, max_skew_ms: u64) -> Option<&VerifiedRegisterValue> {
-        let visible = || {
-            self.slots
-                .values()
-                .filter(|v| v.hlc().is_visible_at(now_ms, max_skew_ms))
-        };
+        let visible = || self.slots.values().filter(|v| v.hlc().is_visible_at(now_ms, max_skew_ms));
         visible()
-            .filter(|candidate| {
-                !visible().any(|other| other.supersedes().binary_search(&candidate.id()).is_ok())
-            })
+            .filter(|candidate| !visible().any(|other| other.supersedes().binary_search(&candidate.id()).is_ok()))
             .max_by(|a, b| a.rank().cmp(&b.rank()))
     }
 

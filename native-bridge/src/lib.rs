@@ -34,9 +34,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            machine_name: "this machine".to_owned(),
-        }
+        Self { machine_name: "this machine".to_owned() }
     }
 }
 
@@ -72,18 +70,10 @@ pub async fn run(
             format!("the bridge listens on loopback only, not {listen}"),
         ));
     }
-    let shared = Arc::new(Shared {
-        config,
-        started: Instant::now(),
-        listen,
-    });
-    let app = Router::new()
-        .route("/status", get(status))
-        .with_state(shared);
+    let shared = Arc::new(Shared { config, started: Instant::now(), listen });
+    let app = Router::new().route("/status", get(status)).with_state(shared);
     tracing::info!(%listen, "bridge listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {

@@ -9,11 +9,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "kathon-bridge",
-    version,
-    about = "Serverless LAN sync of browser state: the bridge"
-)]
+#[command(name = "kathon-bridge", version, about = "Serverless LAN sync of browser state: the bridge")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,9 +30,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -58,19 +52,13 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run { listen, name } => {
-            let listener = TcpListener::bind(listen)
-                .await
-                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            let config = Config {
-                machine_name: name.unwrap_or_else(default_machine_name),
-            };
+            let config = Config { machine_name: name.unwrap_or_else(default_machine_name) };
             println!("kathon-bridge {} running", env!("CARGO_PKG_VERSION"));
             println!("  machine name: {}", config.machine_name);
             println!("  status:       http://{bound}/status");
-            kathon_bridge::run(listener, config, shutdown_signal())
-                .await
-                .map_err(|e| e.to_string())?;
+            kathon_bridge::run(listener, config, shutdown_signal()).await.map_err(|e| e.to_string())?;
             println!("kathon-bridge stopped");
             Ok(())
         }

@@ -1,11 +1,6 @@
 //! The `kathon-bridge` binary as a user runs it: starts with no configuration, prints where its
 //! status is, answers there, and stops cleanly on SIGTERM.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -20,10 +15,7 @@ async fn runs_reports_status_and_stops_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
-        let line = lines
-            .next()
-            .expect("the bridge exited before printing its status URL")
-            .unwrap();
+        let line = lines.next().expect("the bridge exited before printing its status URL").unwrap();
         if let Some(url) = line.trim().strip_prefix("status:") {
             break url.trim().to_owned();
         }
@@ -31,10 +23,7 @@ async fn runs_reports_status_and_stops_on_sigterm() {
     let status: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
     assert_eq!(status["machine_name"], "cli test");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "the bridge did not exit cleanly: {exit}");

@@ -62,23 +62,10 @@ pub(crate) fn root() -> PathBuf {
 
 fn test(runner: &mut Runner) -> Result<(), TaskError> {
     setup::all(runner)?;
-    runner.step("formatting (cargo fmt --check)", || {
-        Cmd::new("cargo")
-            .args(["fmt", "--all", "--", "--check"])
-            .run()
-    })?;
+    runner
+        .step("formatting (cargo fmt --check)", || Cmd::new("cargo").args(["fmt", "--all", "--", "--check"]).run())?;
     runner.step("clippy, native, all targets", || {
-        Cmd::new("cargo")
-            .args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ])
-            .run()
+        Cmd::new("cargo").args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]).run()
     })?;
     runner.step("clippy, wasm32 (core and bindings)", || {
         Cmd::new("cargo")
@@ -96,41 +83,18 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
             .args(["--", "-D", "warnings"])
             .run()
     })?;
-    runner.step("native tests", || {
-        Cmd::new("cargo")
-            .args(["test", "--workspace", "--locked"])
-            .run()
-    })?;
+    runner.step("native tests", || Cmd::new("cargo").args(["test", "--workspace", "--locked"]).run())?;
     build_wasm(runner)?;
     runner.step("core tests in wasm under Node", || {
-        Cmd::new("cargo")
-            .args([
-                "test",
-                "-p",
-                "kathon-core",
-                "--locked",
-                "--target",
-                WASM_TARGET,
-            ])
-            .run()
+        Cmd::new("cargo").args(["test", "-p", "kathon-core", "--locked", "--target", WASM_TARGET]).run()
     })?;
     runner.step("core tests in wasm in headless Chromium", || {
         Cmd::new("cargo")
-            .args([
-                "test",
-                "-p",
-                "kathon-core",
-                "--locked",
-                "--target",
-                WASM_TARGET,
-            ])
+            .args(["test", "-p", "kathon-core", "--locked", "--target", WASM_TARGET])
             .env("WASM_BINDGEN_USE_BROWSER", "1")
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
-            .env(
-                "WASM_BINDGEN_TEST_WEBDRIVER_JSON",
-                root().join("xtask/webdriver.json"),
-            )
+            .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("xtask/webdriver.json"))
             .run()
     })?;
     Ok(())
@@ -139,28 +103,12 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
 /// Builds the browser `.wasm` (release profile for size) and refuses it if it imports anything
 /// from `env`: core must stay free of IO, clocks and C dependencies.
 fn build_wasm(runner: &mut Runner) -> Result<PathBuf, TaskError> {
-    runner.step(
-        "build kathon-wasm for wasm32 (wasm-release profile)",
-        || {
-            Cmd::new("cargo")
-                .args([
-                    "build",
-                    "-p",
-                    "kathon-wasm",
-                    "--locked",
-                    "--profile",
-                    "wasm-release",
-                    "--target",
-                    WASM_TARGET,
-                ])
-                .run()
-        },
-    )?;
-    let wasm = root()
-        .join("target")
-        .join(WASM_TARGET)
-        .join("wasm-release")
-        .join("kathon_wasm.wasm");
+    runner.step("build kathon-wasm for wasm32 (wasm-release profile)", || {
+        Cmd::new("cargo")
+            .args(["build", "-p", "kathon-wasm", "--locked", "--profile", "wasm-release", "--target", WASM_TARGET])
+            .run()
+    })?;
+    let wasm = root().join("target").join(WASM_TARGET).join("wasm-release").join("kathon_wasm.wasm");
     runner.step("wasm imports nothing from `env`", || {
         let bytes = std::fs::read(&wasm).map_err(|e| TaskError::io(&wasm, e))?;
         let modules = util::wasm_import_modules(&bytes)?;
@@ -178,9 +126,7 @@ fn build_wasm(runner: &mut Runner) -> Result<PathBuf, TaskError> {
 
 fn run(runner: &mut Runner, args: &[String]) -> Result<(), TaskError> {
     runner.step("build kathon-bridge (release)", || {
-        Cmd::new("cargo")
-            .args(["build", "-p", "kathon-bridge", "--release", "--locked"])
-            .run()
+        Cmd::new("cargo").args(["build", "-p", "kathon-bridge", "--release", "--locked"]).run()
     })?;
     let bridge = root().join("target/release/kathon-bridge");
     println!("\nstarting the bridge (Ctrl-C to stop)\n");

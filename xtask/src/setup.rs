@@ -12,36 +12,23 @@ use crate::util::{Cmd, Runner, TaskError, have};
 pub(crate) fn all(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("set-up: rust target wasm32-unknown-unknown", wasm_target)?;
     runner.step("set-up: Debian chromium + chromium-driver", chromium)?;
-    runner.step(
-        "set-up: wasm-bindgen-cli pinned to Cargo.lock",
-        wasm_bindgen_cli,
-    )?;
+    runner.step("set-up: wasm-bindgen-cli pinned to Cargo.lock", wasm_bindgen_cli)?;
     runner.step("set-up: node and npm", node)?;
     Ok(())
 }
 
 fn wasm_target() -> Result<(), TaskError> {
-    let installed = Cmd::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()?;
+    let installed = Cmd::new("rustup").args(["target", "list", "--installed"]).output()?;
     if installed.lines().any(|l| l.trim() == crate::WASM_TARGET) {
         println!("    present");
         return Ok(());
     }
-    Cmd::new("rustup")
-        .args(["target", "add", crate::WASM_TARGET])
-        .run()
+    Cmd::new("rustup").args(["target", "add", crate::WASM_TARGET]).run()
 }
 
 fn chromium() -> Result<(), TaskError> {
     if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
-        println!(
-            "    present: {}",
-            Cmd::new("/usr/bin/chromium")
-                .arg("--version")
-                .output()?
-                .trim()
-        );
+        println!("    present: {}", Cmd::new("/usr/bin/chromium").arg("--version").output()?.trim());
         return Ok(());
     }
     apt_install(&["chromium", "chromium-driver"])
@@ -49,10 +36,7 @@ fn chromium() -> Result<(), TaskError> {
 
 fn node() -> Result<(), TaskError> {
     if have("node") && have("npm") {
-        println!(
-            "    present: node {}",
-            Cmd::new("node").arg("--version").output()?.trim()
-        );
+        println!("    present: node {}", Cmd::new("node").arg("--version").output()?.trim());
         return Ok(());
     }
     apt_install(&["nodejs", "npm"])
@@ -75,10 +59,7 @@ pub(crate) fn locked_wasm_bindgen_version() -> Result<String, TaskError> {
     while let Some(line) = lines.next() {
         if line.trim() == "name = \"wasm-bindgen\"" {
             let version = lines.next().unwrap_or_default().trim();
-            if let Some(v) = version
-                .strip_prefix("version = \"")
-                .and_then(|v| v.strip_suffix('"'))
-            {
+            if let Some(v) = version.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')) {
                 return Ok(v.to_owned());
             }
         }
@@ -88,23 +69,12 @@ pub(crate) fn locked_wasm_bindgen_version() -> Result<String, TaskError> {
 
 fn wasm_bindgen_cli() -> Result<(), TaskError> {
     let wanted = locked_wasm_bindgen_version()?;
-    let installed = Cmd::new("wasm-bindgen")
-        .arg("--version")
-        .output()
-        .unwrap_or_default();
+    let installed = Cmd::new("wasm-bindgen").arg("--version").output().unwrap_or_default();
     if installed.trim() == format!("wasm-bindgen {wanted}") && have("wasm-bindgen-test-runner") {
         println!("    present: {}", installed.trim());
         return Ok(());
     }
     println!("    installing wasm-bindgen-cli {wanted} (takes several minutes on a cold machine)");
     // No `--locked`: the CLI's own lockfile pins a crate version the registry mirror lacks.
-    Cmd::new("cargo")
-        .args([
-            "install",
-            "wasm-bindgen-cli",
-            "--force",
-            "--version",
-            &format!("={wanted}"),
-        ])
-        .run()
+    Cmd::new("cargo").args(["install", "wasm-bindgen-cli", "--force", "--version", &format!("={wanted}")]).run()
 }

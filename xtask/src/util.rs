@@ -34,21 +34,14 @@ pub(crate) struct Runner {
 
 impl Runner {
     pub(crate) fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            done: Vec::new(),
-        }
+        Self { start: Instant::now(), done: Vec::new() }
     }
 
     pub(crate) fn elapsed(&self) -> String {
         format_duration(self.start.elapsed())
     }
 
-    pub(crate) fn step(
-        &mut self,
-        name: &str,
-        f: impl FnOnce() -> Result<(), TaskError>,
-    ) -> Result<(), TaskError> {
+    pub(crate) fn step(&mut self, name: &str, f: impl FnOnce() -> Result<(), TaskError>) -> Result<(), TaskError> {
         println!("\n==> [{}] {name}", self.elapsed());
         let started = Instant::now();
         match f() {
@@ -63,11 +56,7 @@ impl Runner {
     }
 
     pub(crate) fn summary(&self) {
-        println!(
-            "\n==> all {} steps passed in {}",
-            self.done.len(),
-            self.elapsed()
-        );
+        println!("\n==> all {} steps passed in {}", self.done.len(), self.elapsed());
         for (name, took) in &self.done {
             println!("    {:>9}  {name}", format_duration(*took));
         }
@@ -76,11 +65,7 @@ impl Runner {
 
 fn format_duration(d: Duration) -> String {
     let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1} s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
+    if secs < 60.0 { format!("{secs:.1} s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
 }
 
 /// A command that echoes itself and fails loudly.
@@ -123,23 +108,13 @@ impl Cmd {
     /// Runs with inherited stdio; fails on a non-zero exit.
     pub(crate) fn run(mut self) -> Result<(), TaskError> {
         println!("    $ {}", self.shown);
-        let status = self
-            .inner
-            .status()
-            .map_err(|e| TaskError(format!("could not start `{}`: {e}", self.shown)))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(TaskError(format!("`{}` failed ({status})", self.shown)))
-        }
+        let status = self.inner.status().map_err(|e| TaskError(format!("could not start `{}`: {e}", self.shown)))?;
+        if status.success() { Ok(()) } else { Err(TaskError(format!("`{}` failed ({status})", self.shown))) }
     }
 
     /// Runs quietly and returns stdout; fails on a non-zero exit.
     pub(crate) fn output(mut self) -> Result<String, TaskError> {
-        let out = self
-            .inner
-            .output()
-            .map_err(|e| TaskError(format!("could not start `{}`: {e}", self.shown)))?;
+        let out = self.inner.output().map_err(|e| TaskError(format!("could not start `{}`: {e}", self.shown)))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -155,10 +130,7 @@ impl Cmd {
 
 /// Whether `program` can be started (found on `PATH`).
 pub(crate) fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// The module names of a wasm binary's imports.
