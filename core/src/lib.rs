@@ -78,4 +78,5 @@ pub mod error;
 pub mod hash;
 pub mod hlc;
 pub mod identity;
+pub mod model;
 pub mod register;

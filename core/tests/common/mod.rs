@@ -71,3 +71,37 @@ impl Fixture {
         out
     }
 }
+
+use kathon_core::model::{BrowserState, Settings};
+
+/// A replica of device `i` of the fixture, with its own RNG.
+pub struct Replica {
+    pub state: BrowserState,
+    pub rng: ChaCha20Rng,
+}
+
+impl Fixture {
+    pub fn replica(&self, i: usize, seed: u64) -> Replica {
+        self.replica_with(i, seed, Settings::default())
+    }
+
+    pub fn replica_with(&self, i: usize, seed: u64, settings: Settings) -> Replica {
+        use rand_core::RngCore;
+        let mut rng = rng(seed);
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let state = BrowserState::new(self.registry.clone(), self.devices[i].clone(), nonce, settings).unwrap();
+        Replica { state, rng }
+    }
+}
+
+pub const T0: u64 = 1_764_000_000_000;
+
+/// Sends every envelope `from` holds to `to` (as bytes, through decoding), in `from`'s order.
+pub fn sync_into(from: &BrowserState, to: &mut BrowserState, now_ms: u64) {
+    let envelopes: Vec<Vec<u8>> = from.envelopes().map(|e| e.encode()).collect();
+    for bytes in envelopes {
+        let decoded = Envelope::decode(&bytes).unwrap();
+        to.receive(decoded, now_ms).unwrap();
+    }
+}

@@ -1,0 +1,405 @@
+//! The bookmark tree, materialized from the registers by deterministic rules.
+//!
+//! Each node has a `place` register (kind, parent, position, and the parent and position it had
+//! before this write) and `title` / `url` registers. The tree is a pure function of the register
+//! state and local time, so every replica that holds the same values shows the same tree. The
+//! rules (written out in `docs/model.md`):
+//!
+//! 1. **Delete versus edit.** A deleted node's `place` holds a delete value that supersedes every
+//!    value of the node its writer had seen. If any visible value of the node (a concurrent move,
+//!    a title or URL edit) is *not* superseded by it, the node is **revived** — at the concurrent
+//!    move's place if there is one, else where it was before the deletion. Deleting a folder
+//!    writes a delete value for every node beneath it that the deleter saw.
+//! 2. **Orphans.** A live node whose parent is deleted (or unknown) is re-parented to the
+//!    **nearest surviving ancestor**, following each deleted folder's previous parent; with no
+//!    surviving ancestor, to the "other bookmarks" root. Nothing edited is silently lost.
+//! 3. **Cycles.** Concurrent moves can make parents form a cycle. In each cycle the move with the
+//!    greatest `(HLC, author, id)` — the latest — is undone: that node goes back to the parent it
+//!    had before the move. This is the outcome of Kleppmann et al.'s move operation (the later of
+//!    two conflicting moves is skipped) computed from the registers. No node is ever duplicated:
+//!    each node has exactly one place.
+//! 4. **Order.** Siblings are ordered by fractional-index position, ties broken by node ID.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::schema::{ItemId, MAX_TITLE_LEN, MAX_URL_LEN, NodeKind, Place, Position, decode_text};
+use crate::register::{Register, VerifiedRegisterValue};
+
+/// One node as shown.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BookmarkNode {
+    /// Stable ID.
+    #[serde(serialize_with = "crate::model::json::item_id")]
+    pub id: ItemId,
+    /// Folder, bookmark or separator.
+    pub kind: NodeKind,
+    /// Title (empty for separators).
+    pub title: String,
+    /// URL (bookmarks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Parent folder or root.
+    #[serde(serialize_with = "crate::model::json::item_id")]
+    pub parent: ItemId,
+    /// Children, in order (folders only).
+    #[serde(serialize_with = "crate::model::json::item_ids", skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ItemId>,
+    #[serde(skip)]
+    pub(crate) position: Position,
+}
+
+/// The materialized tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BookmarkTree {
+    nodes: BTreeMap<ItemId, BookmarkNode>,
+    roots: BTreeMap<ItemId, Vec<ItemId>>,
+}
+
+impl BookmarkTree {
+    /// A node by ID (not the roots).
+    pub fn get(&self, id: &ItemId) -> Option<&BookmarkNode> {
+        self.nodes.get(id)
+    }
+
+    /// The children of a folder or root, in order.
+    pub fn children(&self, parent: &ItemId) -> &[ItemId] {
+        if parent.is_root() {
+            return self.roots.get(parent).map(Vec::as_slice).unwrap_or_default();
+        }
+        self.nodes.get(parent).map(|n| n.children.as_slice()).unwrap_or_default()
+    }
+
+    /// Every live node, by ID.
+    pub fn nodes(&self) -> impl Iterator<Item = &BookmarkNode> {
+        self.nodes.values()
+    }
+
+    /// Number of live nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Number of live bookmarks (not folders or separators).
+    pub fn bookmark_count(&self) -> usize {
+        self.nodes.values().filter(|n| n.kind == NodeKind::Bookmark).count()
+    }
+
+    /// Whether `node` is `ancestor` or lies beneath it.
+    pub fn is_within(&self, node: &ItemId, ancestor: &ItemId) -> bool {
+        let mut current = *node;
+        for _ in 0..=self.nodes.len() {
+            if current == *ancestor {
+                return true;
+            }
+            match self.nodes.get(&current) {
+                Some(n) => current = n.parent,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Every node beneath `folder`, depth first.
+    pub fn descendants(&self, folder: &ItemId) -> Vec<ItemId> {
+        let mut out = Vec::new();
+        let mut stack: Vec<ItemId> = self.children(folder).iter().rev().copied().collect();
+        while let Some(id) = stack.pop() {
+            out.push(id);
+            stack.extend(self.children(&id).iter().rev().copied());
+        }
+        out
+    }
+
+    /// Bookmarks and folders whose title or URL contains `needle`, case-insensitively.
+    pub fn search(&self, needle: &str) -> Vec<&BookmarkNode> {
+        let needle = needle.to_lowercase();
+        self.nodes
+            .values()
+            .filter(|n| {
+                n.title.to_lowercase().contains(&needle)
+                    || n.url.as_deref().is_some_and(|u| u.to_lowercase().contains(&needle))
+            })
+            .collect()
+    }
+
+    /// The position for a new child at `index` among `parent`'s children (`exclude` is the node
+    /// being moved, which does not count).
+    pub(crate) fn position_at(&self, parent: &ItemId, index: usize, exclude: Option<&ItemId>) -> Position {
+        let siblings: Vec<&BookmarkNode> =
+            self.children(parent).iter().filter(|c| Some(*c) != exclude).filter_map(|c| self.nodes.get(c)).collect();
+        let before = index.checked_sub(1).and_then(|i| siblings.get(i)).map(|n| &n.position);
+        let after = siblings.get(index).map(|n| &n.position);
+        Position::between(before, after)
+    }
+
+    /// The JSON view: each root with its nested children.
+    pub fn to_json(&self) -> serde_json::Value {
+        fn node_json(tree: &BookmarkTree, id: &ItemId, depth: usize) -> serde_json::Value {
+            let Some(node) = tree.nodes.get(id) else { return serde_json::Value::Null };
+            let mut v = serde_json::Map::new();
+            v.insert("id".into(), id.to_string().into());
+            v.insert("kind".into(), serde_json::to_value(node.kind).unwrap_or_default());
+            v.insert("title".into(), node.title.clone().into());
+            if let Some(url) = &node.url {
+                v.insert("url".into(), url.clone().into());
+            }
+            if node.kind == NodeKind::Folder && depth < 256 {
+                let children = node.children.iter().map(|c| node_json(tree, c, depth.saturating_add(1))).collect();
+                v.insert("children".into(), children);
+            }
+            v.into()
+        }
+        let mut out = serde_json::Map::new();
+        for root in ItemId::ROOTS {
+            let children: Vec<serde_json::Value> = self.children(&root).iter().map(|c| node_json(self, c, 0)).collect();
+            out.insert(root.to_string(), children.into());
+        }
+        out.into()
+    }
+}
+
+/// A node's registers.
+#[derive(Default)]
+struct NodeRegisters<'a> {
+    place: Option<&'a Register>,
+    title: Option<&'a Register>,
+    url: Option<&'a Register>,
+}
+
+fn visible(register: Option<&Register>, now_ms: u64, skew: u64) -> impl Iterator<Item = &VerifiedRegisterValue> {
+    register.into_iter().flat_map(|r| r.values()).filter(move |v| v.hlc().is_visible_at(now_ms, skew))
+}
+
+/// The effective place of a node, and the rank of the value that decided it.
+struct Resolved {
+    kind: NodeKind,
+    parent: ItemId,
+    position: Position,
+    prev_parent: ItemId,
+    prev_position: Position,
+    rank: (crate::hlc::Timestamp, crate::identity::DeviceId, crate::register::ValueId),
+}
+
+fn rank(v: &VerifiedRegisterValue) -> (crate::hlc::Timestamp, crate::identity::DeviceId, crate::register::ValueId) {
+    (v.hlc(), *v.author(), v.id())
+}
+
+/// Resolves one node: `None` if it has no visible place or stays deleted.
+fn resolve_node(regs: &NodeRegisters<'_>, now_ms: u64, skew: u64) -> Option<Resolved> {
+    let place_register = regs.place?;
+    let current = place_register.current(now_ms, skew)?;
+    let place = Place::decode(current.value()).ok()?;
+    let from = |p: Place, v: &VerifiedRegisterValue| Resolved {
+        kind: p.kind,
+        parent: p.parent,
+        position: p.position,
+        prev_parent: p.prev_parent,
+        prev_position: p.prev_position,
+        rank: rank(v),
+    };
+    if !place.is_deleted() {
+        return Some(from(place, current));
+    }
+    // Deleted: revived by any visible value of the node the deletion did not supersede.
+    let unseen =
+        |v: &&VerifiedRegisterValue| v.id() != current.id() && current.supersedes().binary_search(&v.id()).is_err();
+    let concurrent_move = visible(regs.place, now_ms, skew)
+        .filter(unseen)
+        .filter_map(|v| Place::decode(v.value()).ok().filter(|p| !p.is_deleted()).map(|p| (v, p)))
+        .max_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)));
+    if let Some((v, p)) = concurrent_move {
+        return Some(from(p, v));
+    }
+    let edited = visible(regs.title, now_ms, skew).chain(visible(regs.url, now_ms, skew)).any(|v| unseen(&v));
+    if edited {
+        return Some(Resolved {
+            kind: place.kind,
+            parent: place.prev_parent,
+            position: place.prev_position.clone(),
+            prev_parent: place.prev_parent,
+            prev_position: place.prev_position,
+            rank: rank(current),
+        });
+    }
+    None
+}
+
+/// Builds the tree from every `b/…` register.
+pub(crate) fn materialize<'a>(
+    registers: impl Iterator<Item = (&'a str, &'a Register)>,
+    now_ms: u64,
+    skew: u64,
+) -> BookmarkTree {
+    let mut by_node: BTreeMap<ItemId, NodeRegisters<'a>> = BTreeMap::new();
+    for (path, register) in registers {
+        let Some(("b", id, field)) = crate::model::schema::path::split(path) else { continue };
+        let Ok(id) = id.parse::<ItemId>() else { continue };
+        if id.is_root() || id == ItemId::DELETED {
+            continue;
+        }
+        let entry = by_node.entry(id).or_default();
+        match field {
+            "place" => entry.place = Some(register),
+            "title" => entry.title = Some(register),
+            "url" => entry.url = Some(register),
+            _ => {}
+        }
+    }
+
+    // Every node's last known place, live or not, for walking up from deleted folders.
+    let mut last_parent: BTreeMap<ItemId, ItemId> = BTreeMap::new();
+    let mut live: BTreeMap<ItemId, Resolved> = BTreeMap::new();
+    for (id, regs) in &by_node {
+        if let Some(current) = regs.place.and_then(|r| r.current(now_ms, skew))
+            && let Ok(p) = Place::decode(current.value())
+        {
+            last_parent.insert(*id, if p.is_deleted() { p.prev_parent } else { p.parent });
+        }
+        if let Some(resolved) = resolve_node(regs, now_ms, skew) {
+            live.insert(*id, resolved);
+        }
+    }
+
+    let is_folder = |live: &BTreeMap<ItemId, Resolved>, id: &ItemId| {
+        id.is_root() || live.get(id).is_some_and(|r| r.kind == NodeKind::Folder)
+    };
+    // The nearest surviving folder at or above `start`.
+    let surviving = |live: &BTreeMap<ItemId, Resolved>, start: ItemId| -> ItemId {
+        let mut current = start;
+        for _ in 0..=last_parent.len() {
+            if is_folder(live, &current) {
+                return current;
+            }
+            if live.contains_key(&current) {
+                // A live non-folder cannot hold children.
+                return ItemId::OTHER;
+            }
+            match last_parent.get(&current) {
+                Some(up) => current = *up,
+                None => return ItemId::OTHER,
+            }
+        }
+        ItemId::OTHER
+    };
+
+    let mut parent: BTreeMap<ItemId, ItemId> = BTreeMap::new();
+    let ids: Vec<ItemId> = live.keys().copied().collect();
+    for id in &ids {
+        if let Some(r) = live.get(id) {
+            let p = if r.parent == *id { r.prev_parent } else { r.parent };
+            parent.insert(*id, surviving(&live, p));
+        }
+    }
+
+    // Undo the latest move of each cycle until there are none.
+    let mut undone: BTreeSet<ItemId> = BTreeSet::new();
+    for _ in 0..=ids.len() {
+        let Some(cycle) = find_cycle(&parent) else { break };
+        let Some(latest) = cycle.iter().filter_map(|id| live.get(id).map(|r| (r.rank, *id))).max().map(|(_, id)| id)
+        else {
+            break;
+        };
+        let fallback = if undone.insert(latest) {
+            live.get(&latest).map_or(ItemId::OTHER, |r| r.prev_parent)
+        } else {
+            ItemId::OTHER
+        };
+        let mut home = surviving(&live, fallback);
+        if home == latest || cycle_through(&parent, home, latest) {
+            home = ItemId::OTHER;
+        }
+        parent.insert(latest, home);
+        if let Some(r) = live.get_mut(&latest)
+            && home != r.parent
+        {
+            r.position = r.prev_position.clone();
+        }
+    }
+
+    let mut nodes: BTreeMap<ItemId, BookmarkNode> = BTreeMap::new();
+    for (id, r) in &live {
+        let regs = by_node.get(id);
+        let text = |reg: Option<&Register>, max, what| {
+            reg.and_then(|reg| reg.current(now_ms, skew)).and_then(|v| decode_text(v.value(), max, what).ok())
+        };
+        let title = text(regs.and_then(|r| r.title), MAX_TITLE_LEN, "title").unwrap_or_default();
+        let url = if r.kind == NodeKind::Bookmark { text(regs.and_then(|r| r.url), MAX_URL_LEN, "url") } else { None };
+        nodes.insert(
+            *id,
+            BookmarkNode {
+                id: *id,
+                kind: r.kind,
+                title,
+                url,
+                parent: parent.get(id).copied().unwrap_or(ItemId::OTHER),
+                children: Vec::new(),
+                position: r.position.clone(),
+            },
+        );
+    }
+    let mut grouped: BTreeMap<ItemId, Vec<(Position, ItemId)>> = BTreeMap::new();
+    for node in nodes.values() {
+        grouped.entry(node.parent).or_default().push((node.position.clone(), node.id));
+    }
+    let mut roots: BTreeMap<ItemId, Vec<ItemId>> = ItemId::ROOTS.iter().map(|r| (*r, Vec::new())).collect();
+    for (p, mut children) in grouped {
+        children.sort();
+        let ordered: Vec<ItemId> = children.into_iter().map(|(_, id)| id).collect();
+        if p.is_root() {
+            roots.insert(p, ordered);
+        } else if let Some(node) = nodes.get_mut(&p) {
+            node.children = ordered;
+        }
+    }
+    BookmarkTree { nodes, roots }
+}
+
+/// Finds one cycle in the parent map, scanning nodes in ID order.
+fn find_cycle(parent: &BTreeMap<ItemId, ItemId>) -> Option<Vec<ItemId>> {
+    let mut done: BTreeSet<ItemId> = BTreeSet::new();
+    for start in parent.keys() {
+        if done.contains(start) {
+            continue;
+        }
+        let mut path: Vec<ItemId> = Vec::new();
+        let mut on_path: BTreeSet<ItemId> = BTreeSet::new();
+        let mut current = *start;
+        loop {
+            if done.contains(&current) {
+                break;
+            }
+            if on_path.contains(&current) {
+                let at = path.iter().position(|id| *id == current).unwrap_or(0);
+                return Some(path.split_off(at));
+            }
+            on_path.insert(current);
+            path.push(current);
+            match parent.get(&current) {
+                Some(p) => current = *p,
+                None => break,
+            }
+        }
+        done.extend(path);
+    }
+    None
+}
+
+/// Whether following parents from `from` reaches `target`.
+fn cycle_through(parent: &BTreeMap<ItemId, ItemId>, from: ItemId, target: ItemId) -> bool {
+    let mut current = from;
+    for _ in 0..=parent.len() {
+        if current == target {
+            return true;
+        }
+        match parent.get(&current) {
+            Some(p) => current = *p,
+            None => return false,
+        }
+    }
+    true
+}

@@ -1,0 +1,358 @@
+//! Browsing history: insert-only visits, and deletions that remove the data everywhere.
+//!
+//! History is append-heavy and must be *really* deletable, so it does not live in the `yrs`
+//! document (where deleted content lingers in every past update). Each visit is an envelope
+//! **attachment**: the signed envelope commits to its hash, and the visit itself can be redacted
+//! from every stored and relayed copy without breaking the signature. A deletion is a signed
+//! [`HistoryDeletion`] (by visit IDs, by URL, by time range, or everything up to a time) that every
+//! replica applies to what it holds *and* keeps as a tombstone for visits that arrive later, so
+//! the result does not depend on the order things arrive in. A deletion by URL names the URL only
+//! by a keyed hash, so the tombstone does not carry the URL it erases.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codec::{Reader, Writer};
+use crate::envelope::EnvelopeId;
+use crate::error::DecodeError;
+use crate::identity::{DeviceId, IdentityId};
+use crate::model::schema::{ItemId, MAX_TITLE_LEN, MAX_URL_LEN};
+
+const VISIT_FORMAT: u8 = 0x61;
+const OP_VISITS: u8 = 1;
+const OP_DELETE: u8 = 2;
+
+/// How a visit came about (as browsers record it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// Followed a link.
+    Link,
+    /// Typed into the address bar.
+    Typed,
+    /// Opened from a bookmark.
+    Bookmark,
+    /// Reloaded.
+    Reload,
+    /// Submitted a form.
+    Form,
+    /// Anything else.
+    Other,
+}
+
+impl Transition {
+    fn to_byte(self) -> u8 {
+        match self {
+            Transition::Link => 1,
+            Transition::Typed => 2,
+            Transition::Bookmark => 3,
+            Transition::Reload => 4,
+            Transition::Form => 5,
+            Transition::Other => 0,
+        }
+    }
+
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        Ok(match b {
+            0 => Transition::Other,
+            1 => Transition::Link,
+            2 => Transition::Typed,
+            3 => Transition::Bookmark,
+            4 => Transition::Reload,
+            5 => Transition::Form,
+            tag => return Err(DecodeError::UnknownTag { what: "visit transition", tag }),
+        })
+    }
+}
+
+/// One visit to a page.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Visit {
+    /// Stable ID.
+    #[serde(serialize_with = "crate::model::json::item_id")]
+    pub id: ItemId,
+    /// The page.
+    pub url: String,
+    /// Its title at the time.
+    pub title: String,
+    /// When, in Unix ms.
+    pub visited_at_ms: u64,
+    /// How.
+    pub transition: Transition,
+    /// The device it happened on.
+    #[serde(serialize_with = "crate::model::json::device_id")]
+    pub device: DeviceId,
+}
+
+impl Visit {
+    /// Encodes the visit as an attachment (the device is the envelope's author).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(self.url.len().saturating_add(self.title.len()).saturating_add(32));
+        w.u8(VISIT_FORMAT)
+            .raw(self.id.as_bytes())
+            .u64(self.visited_at_ms)
+            .u8(self.transition.to_byte())
+            .bytes_u16(self.url.as_bytes())
+            .bytes_u16(self.title.as_bytes());
+        w.into_bytes()
+    }
+
+    pub(crate) fn decode(bytes: &[u8], device: DeviceId) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        r.format("visit", VISIT_FORMAT)?;
+        let id = ItemId::read(&mut r, "visit id")?;
+        let visited_at_ms = r.u64("visit time")?;
+        let transition = Transition::from_byte(r.u8("visit transition")?)?;
+        let url = r.str_u16(MAX_URL_LEN, "visit url")?.to_owned();
+        let title = r.str_u16(MAX_TITLE_LEN, "visit title")?.to_owned();
+        r.finish("visit")?;
+        Ok(Self { id, url, title, visited_at_ms, transition, device })
+    }
+}
+
+/// What a history deletion removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryDeletion {
+    /// These visits.
+    Visits(Vec<ItemId>),
+    /// Every visit to the URL whose keyed hash this is, made up to `up_to_ms`.
+    Url {
+        /// `url_key(identity, url)`.
+        url_key: [u8; 32],
+        /// Inclusive upper bound of visit times.
+        up_to_ms: u64,
+    },
+    /// Every visit made in `[from_ms, to_ms]`.
+    Range {
+        /// Inclusive start.
+        from_ms: u64,
+        /// Inclusive end.
+        to_ms: u64,
+    },
+    /// Every visit made up to `up_to_ms`.
+    All {
+        /// Inclusive upper bound.
+        up_to_ms: u64,
+    },
+}
+
+/// Most visit IDs one deletion may name.
+const MAX_DELETED_IDS: u32 = 65_536;
+
+/// The keyed hash that names a URL in a deletion, so the tombstone does not carry the URL.
+pub(crate) fn url_key(identity: &IdentityId, url: &str) -> [u8; 32] {
+    let key = blake3::derive_key("kathon-sync 2026-11 history url key v1", identity.as_bytes());
+    *blake3::keyed_hash(&key, url.as_bytes()).as_bytes()
+}
+
+impl HistoryDeletion {
+    fn matches(&self, visit: &Visit, visit_url_key: &[u8; 32]) -> bool {
+        match self {
+            HistoryDeletion::Visits(ids) => ids.binary_search(&visit.id).is_ok(),
+            HistoryDeletion::Url { url_key, up_to_ms } => url_key == visit_url_key && visit.visited_at_ms <= *up_to_ms,
+            HistoryDeletion::Range { from_ms, to_ms } => (*from_ms..=*to_ms).contains(&visit.visited_at_ms),
+            HistoryDeletion::All { up_to_ms } => visit.visited_at_ms <= *up_to_ms,
+        }
+    }
+}
+
+/// The payload of a history envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HistoryOp {
+    /// The visits are the envelope's attachments.
+    Visits,
+    /// A deletion.
+    Delete(HistoryDeletion),
+}
+
+impl HistoryOp {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            HistoryOp::Visits => {
+                w.u8(OP_VISITS);
+            }
+            HistoryOp::Delete(deletion) => {
+                w.u8(OP_DELETE);
+                match deletion {
+                    HistoryDeletion::Visits(ids) => {
+                        w.u8(1).u32(u32::try_from(ids.len()).unwrap_or(u32::MAX));
+                        for id in ids {
+                            w.raw(id.as_bytes());
+                        }
+                    }
+                    HistoryDeletion::Url { url_key, up_to_ms } => {
+                        w.u8(2).raw(url_key).u64(*up_to_ms);
+                    }
+                    HistoryDeletion::Range { from_ms, to_ms } => {
+                        w.u8(3).u64(*from_ms).u64(*to_ms);
+                    }
+                    HistoryDeletion::All { up_to_ms } => {
+                        w.u8(4).u64(*up_to_ms);
+                    }
+                }
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let op = match r.u8("history op")? {
+            OP_VISITS => HistoryOp::Visits,
+            OP_DELETE => HistoryOp::Delete(match r.u8("history deletion")? {
+                1 => {
+                    let count = r.u32("deleted visit count")?;
+                    let count = r.check_len(count.into(), MAX_DELETED_IDS.into(), "deleted visit count")?;
+                    r.check_len(16u64.saturating_mul(count as u64), 16 * u64::from(MAX_DELETED_IDS), "deleted visits")?;
+                    let mut ids = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let id = ItemId::read(&mut r, "deleted visit")?;
+                        if ids.last().is_some_and(|last| *last >= id) {
+                            return Err(DecodeError::NonCanonical { what: "deleted visits", reason: "not ascending" });
+                        }
+                        ids.push(id);
+                    }
+                    HistoryDeletion::Visits(ids)
+                }
+                2 => HistoryDeletion::Url { url_key: r.array("deleted url key")?, up_to_ms: r.u64("deleted up to")? },
+                3 => {
+                    let from_ms = r.u64("deleted from")?;
+                    let to_ms = r.u64("deleted to")?;
+                    if to_ms < from_ms {
+                        return Err(DecodeError::NonCanonical {
+                            what: "deleted range",
+                            reason: "ends before it starts",
+                        });
+                    }
+                    HistoryDeletion::Range { from_ms, to_ms }
+                }
+                4 => HistoryDeletion::All { up_to_ms: r.u64("deleted up to")? },
+                tag => return Err(DecodeError::UnknownTag { what: "history deletion", tag }),
+            }),
+            tag => return Err(DecodeError::UnknownTag { what: "history op", tag }),
+        };
+        r.finish("history op")?;
+        Ok(op)
+    }
+}
+
+/// Where a visit's bytes are stored: which envelope, which attachment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct AttachmentRef {
+    pub(crate) envelope: EnvelopeId,
+    pub(crate) index: u32,
+}
+
+#[derive(Clone, Debug)]
+struct StoredVisit {
+    visit: Visit,
+    url_key: [u8; 32],
+    stored_at: AttachmentRef,
+}
+
+/// The visits a replica holds, and the deletions that keep applying.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HistoryStore {
+    visits: BTreeMap<ItemId, StoredVisit>,
+    by_time: BTreeSet<(u64, ItemId)>,
+    tombstones: Vec<HistoryDeletion>,
+}
+
+impl HistoryStore {
+    /// Adds visits (already verified against their envelope). Returns the visits added and the
+    /// attachments to redact because a tombstone already covers them.
+    pub(crate) fn add(
+        &mut self,
+        identity: &IdentityId,
+        visits: Vec<(Visit, AttachmentRef)>,
+    ) -> (Vec<ItemId>, Vec<AttachmentRef>) {
+        let mut added = Vec::new();
+        let mut redact = Vec::new();
+        for (visit, stored_at) in visits {
+            let key = url_key(identity, &visit.url);
+            if self.tombstones.iter().any(|t| t.matches(&visit, &key)) {
+                redact.push(stored_at);
+                continue;
+            }
+            if self.visits.contains_key(&visit.id) {
+                continue;
+            }
+            self.by_time.insert((visit.visited_at_ms, visit.id));
+            added.push(visit.id);
+            self.visits.insert(visit.id, StoredVisit { visit, url_key: key, stored_at });
+        }
+        (added, redact)
+    }
+
+    /// Applies a deletion: removes what it covers now and keeps it for later arrivals. Returns the
+    /// removed visits' IDs and the attachments to redact.
+    pub(crate) fn delete(&mut self, deletion: HistoryDeletion) -> (Vec<ItemId>, Vec<AttachmentRef>) {
+        let doomed: Vec<ItemId> =
+            self.visits.values().filter(|s| deletion.matches(&s.visit, &s.url_key)).map(|s| s.visit.id).collect();
+        let mut redact = Vec::with_capacity(doomed.len());
+        for id in &doomed {
+            if let Some(stored) = self.visits.remove(id) {
+                self.by_time.remove(&(stored.visit.visited_at_ms, *id));
+                redact.push(stored.stored_at);
+            }
+        }
+        self.tombstones.push(deletion);
+        self.normalize_tombstones();
+        (doomed, redact)
+    }
+
+    /// Keeps the tombstone list small and independent of arrival order: the latest `All` subsumes
+    /// every earlier `All`, and every range or URL deletion that ends before it.
+    fn normalize_tombstones(&mut self) {
+        let all = self
+            .tombstones
+            .iter()
+            .filter_map(|t| if let HistoryDeletion::All { up_to_ms } = t { Some(*up_to_ms) } else { None })
+            .max();
+        if let Some(all) = all {
+            self.tombstones.retain(|t| match t {
+                HistoryDeletion::All { up_to_ms } => *up_to_ms == all,
+                HistoryDeletion::Range { to_ms, .. } => *to_ms > all,
+                HistoryDeletion::Url { up_to_ms, .. } => *up_to_ms > all,
+                HistoryDeletion::Visits(_) => true,
+            });
+        }
+        self.tombstones.sort_by_cached_key(|t| HistoryOp::Delete(t.clone()).encode());
+        self.tombstones.dedup();
+    }
+
+    /// Visits, most recent first.
+    pub(crate) fn recent(&self) -> impl Iterator<Item = &Visit> {
+        self.by_time.iter().rev().filter_map(|(_, id)| self.visits.get(id).map(|s| &s.visit))
+    }
+
+    /// Visits whose URL or title contains `needle` (case-insensitive), most recent first.
+    pub(crate) fn search<'a>(&'a self, needle: &str) -> impl Iterator<Item = &'a Visit> {
+        let needle = needle.to_lowercase();
+        self.recent()
+            .filter(move |v| v.url.to_lowercase().contains(&needle) || v.title.to_lowercase().contains(&needle))
+    }
+
+    pub(crate) fn get(&self, id: &ItemId) -> Option<&Visit> {
+        self.visits.get(id).map(|s| &s.visit)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.visits.len()
+    }
+
+    /// A canonical encoding of the store (for comparing replicas byte for byte).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(u32::try_from(self.visits.len()).unwrap_or(u32::MAX));
+        for stored in self.visits.values() {
+            w.raw(stored.visit.device.as_bytes()).bytes_u32(&stored.visit.encode());
+        }
+        let tombstones: Vec<Vec<u8>> = self.tombstones.iter().map(|t| HistoryOp::Delete(t.clone()).encode()).collect();
+        w.u32(u32::try_from(tombstones.len()).unwrap_or(u32::MAX));
+        for t in &tombstones {
+            w.bytes_u32(t);
+        }
+        w.into_bytes()
+    }
+}

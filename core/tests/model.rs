@@ -1,0 +1,189 @@
+//! The browser-state model: local operations, sync between replicas, and the rules for deletes,
+//! moves, secrets and history privacy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+mod common;
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use common::{Fixture, T0, sync_into};
+use kathon_core::model::history::Transition;
+use kathon_core::model::schema::{ItemId, NodeKind};
+use kathon_core::model::vault::VaultKey;
+
+#[test]
+fn bookmarks_sync_between_two_replicas() {
+    let fx = Fixture::new(100, 2);
+    let mut a = fx.replica(0, 1);
+    let mut b = fx.replica(1, 2);
+    let ((folder, page), sent) = a
+        .state
+        .transact(T0, &mut a.rng, |e| {
+            let folder = e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Folder, "Rust", None)?;
+            let page =
+                e.add_bookmark(folder, None, NodeKind::Bookmark, "The Book", Some("https://doc.rust-lang.org/book/"))?;
+            e.add_bookmark(folder, Some(0), NodeKind::Separator, "", None)?;
+            Ok((folder, page))
+        })
+        .unwrap();
+    assert_eq!(sent.len(), 1);
+    sync_into(&a.state, &mut b.state, T0 + 1);
+    let tree = b.state.bookmarks();
+    assert_eq!(tree.children(&ItemId::TOOLBAR), &[folder]);
+    assert_eq!(tree.children(&folder).len(), 2);
+    assert_eq!(tree.children(&folder)[1], page);
+    assert_eq!(tree.get(&page).unwrap().url.as_deref(), Some("https://doc.rust-lang.org/book/"));
+    assert_eq!(a.state.to_json(), b.state.to_json());
+    assert_eq!(a.state.encode_state(), b.state.encode_state());
+
+    // B renames, A sees it.
+    b.state.transact(T0 + 2, &mut b.rng, |e| e.edit_bookmark(&page, Some("TRPL"), None)).unwrap();
+    sync_into(&b.state, &mut a.state, T0 + 3);
+    assert_eq!(a.state.bookmarks().get(&page).unwrap().title, "TRPL");
+    assert_eq!(a.state.bookmarks().search("trpl").len(), 1);
+}
+
+#[test]
+fn concurrent_moves_of_two_folders_into_each_other_make_no_cycle() {
+    let fx = Fixture::new(101, 2);
+    let mut a = fx.replica(0, 1);
+    let mut b = fx.replica(1, 2);
+    let ((x, y), _) = a
+        .state
+        .transact(T0, &mut a.rng, |e| {
+            Ok((
+                e.add_bookmark(ItemId::MENU, None, NodeKind::Folder, "X", None)?,
+                e.add_bookmark(ItemId::MENU, None, NodeKind::Folder, "Y", None)?,
+            ))
+        })
+        .unwrap();
+    sync_into(&a.state, &mut b.state, T0);
+    a.state.transact(T0 + 10, &mut a.rng, |e| e.move_bookmark(&x, y, None)).unwrap();
+    b.state.transact(T0 + 20, &mut b.rng, |e| e.move_bookmark(&y, x, None)).unwrap();
+    sync_into(&a.state, &mut b.state, T0 + 30);
+    sync_into(&b.state, &mut a.state, T0 + 30);
+    for r in [&a, &b] {
+        let tree = r.state.bookmarks();
+        assert_eq!(tree.len(), 2, "nothing duplicated or lost");
+        // The later move (Y into X) is undone: Y stays in the menu, X is inside Y.
+        assert_eq!(tree.children(&ItemId::MENU), &[y]);
+        assert_eq!(tree.children(&y), &[x]);
+    }
+    assert_eq!(a.state.encode_state(), b.state.encode_state());
+}
+
+#[test]
+fn an_edit_inside_a_concurrently_deleted_folder_is_kept() {
+    let fx = Fixture::new(102, 2);
+    let mut a = fx.replica(0, 1);
+    let mut b = fx.replica(1, 2);
+    let ((outer, inner, page), _) = a
+        .state
+        .transact(T0, &mut a.rng, |e| {
+            let outer = e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Folder, "Outer", None)?;
+            let inner = e.add_bookmark(outer, None, NodeKind::Folder, "Inner", None)?;
+            let page = e.add_bookmark(inner, None, NodeKind::Bookmark, "Page", Some("https://a.example/"))?;
+            e.add_bookmark(inner, None, NodeKind::Bookmark, "Untouched", Some("https://b.example/"))?;
+            Ok((outer, inner, page))
+        })
+        .unwrap();
+    sync_into(&a.state, &mut b.state, T0);
+    // A deletes the whole folder; B, not knowing, edits one bookmark inside it and adds another.
+    let (removed, _) = a.state.transact(T0 + 5, &mut a.rng, |e| e.delete_bookmark(&inner)).unwrap();
+    assert_eq!(removed, 3);
+    let (added, _) = b
+        .state
+        .transact(T0 + 6, &mut b.rng, |e| {
+            e.edit_bookmark(&page, Some("Page, renamed"), None)?;
+            e.add_bookmark(inner, None, NodeKind::Bookmark, "New", Some("https://c.example/"))
+        })
+        .unwrap();
+    sync_into(&a.state, &mut b.state, T0 + 10);
+    sync_into(&b.state, &mut a.state, T0 + 10);
+    for r in [&a, &b] {
+        let tree = r.state.bookmarks();
+        assert!(tree.get(&inner).is_none(), "the deleted folder stays deleted");
+        // Both the edited and the new bookmark survive, re-homed in the nearest surviving folder.
+        assert_eq!(tree.get(&page).unwrap().parent, outer);
+        assert_eq!(tree.get(&page).unwrap().title, "Page, renamed");
+        assert_eq!(tree.get(&added).unwrap().parent, outer);
+        assert_eq!(tree.len(), 3);
+    }
+    assert_eq!(a.state.to_json(), b.state.to_json());
+}
+
+#[test]
+fn concurrent_edits_of_different_password_fields_both_survive() {
+    let fx = Fixture::new(103, 2);
+    let mut a = fx.replica(0, 1);
+    let mut b = fx.replica(1, 2);
+    let key = VaultKey::generate(&mut a.rng);
+    a.state.vault_mut().insert(key.clone(), true);
+    b.state.vault_mut().insert(key, true);
+    let (id, _) =
+        a.state.transact(T0, &mut a.rng, |e| e.add_password("https://bank.example", "ada", "s3cret!", "")).unwrap();
+    sync_into(&a.state, &mut b.state, T0);
+    a.state
+        .transact(T0 + 1, &mut a.rng, |e| e.set_password_fields(&id, None, Some("ada.lovelace"), None, None))
+        .unwrap();
+    b.state.transact(T0 + 2, &mut b.rng, |e| e.set_password_fields(&id, None, None, Some("n3w-pass"), None)).unwrap();
+    sync_into(&a.state, &mut b.state, T0 + 3);
+    sync_into(&b.state, &mut a.state, T0 + 3);
+    for r in [&a, &b] {
+        let entries = r.state.passwords();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].username, "ada.lovelace");
+        assert_eq!(r.state.reveal_password_field(&id, "password").unwrap(), "n3w-pass");
+    }
+    // No plaintext secret anywhere in the document or the envelopes.
+    for r in [&a, &b] {
+        for bytes in [r.state.encode_state(), r.state.encode_envelopes()] {
+            for secret in [&b"s3cret!"[..], b"n3w-pass"] {
+                assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+            }
+        }
+    }
+}
+
+#[test]
+fn deleted_history_leaves_the_document_and_what_is_sent() {
+    let fx = Fixture::new(104, 2);
+    let mut a = fx.replica(0, 1);
+    let mut b = fx.replica(1, 2);
+    let secret_url = "https://very-private.example/diagnosis?q=embarrassing";
+    let secret_title = "Embarrassing diagnosis";
+    a.state
+        .transact(T0, &mut a.rng, |e| {
+            e.record_visit("https://news.example/", "News", T0 - 5000, Transition::Typed)?;
+            e.record_visit(secret_url, secret_title, T0 - 4000, Transition::Link)?;
+            e.record_visit(secret_url, secret_title, T0 - 3000, Transition::Reload)?;
+            Ok(())
+        })
+        .unwrap();
+    sync_into(&a.state, &mut b.state, T0);
+    assert_eq!(b.state.history_len(), 3);
+    // B deletes the URL; A learns of it.
+    b.state.transact(T0 + 1, &mut b.rng, |e| Ok(e.delete_history_url(secret_url))).unwrap();
+    sync_into(&b.state, &mut a.state, T0 + 2);
+    let present = |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for r in [&a, &b] {
+        assert_eq!(r.state.history_len(), 1);
+        for bytes in [r.state.encode_state(), r.state.encode_envelopes()] {
+            assert!(!present(&bytes, secret_url), "URL bytes left behind");
+            assert!(!present(&bytes, secret_title), "title bytes left behind");
+            assert!(present(&bytes, "https://news.example/"));
+        }
+    }
+    // A third replica syncing from scratch never receives the deleted bytes and converges.
+    let mut c = fx.replica(1, 3);
+    sync_into(&a.state, &mut c.state, T0 + 3);
+    assert_eq!(c.state.history_len(), 1);
+    assert_eq!(c.state.encode_state(), a.state.encode_state());
+}
