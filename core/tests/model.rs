@@ -14,9 +14,11 @@ mod common;
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use common::{Fixture, T0, sync_into};
+use kathon_core::envelope::Envelope;
 use kathon_core::model::history::Transition;
 use kathon_core::model::schema::{ItemId, NodeKind};
 use kathon_core::model::vault::VaultKey;
+use kathon_core::model::{ChangeKind, Event, Received};
 
 #[test]
 fn bookmarks_sync_between_two_replicas() {
@@ -186,4 +188,115 @@ fn deleted_history_leaves_the_document_and_what_is_sent() {
     sync_into(&a.state, &mut c.state, T0 + 3);
     assert_eq!(c.state.history_len(), 1);
     assert_eq!(c.state.encode_state(), a.state.encode_state());
+}
+
+#[test]
+fn a_remote_mass_deletion_is_held_and_can_be_accepted_or_rejected() {
+    let fx = Fixture::new(105, 2);
+    let mut a = fx.replica(0, 1);
+    let (folder, _) = a
+        .state
+        .transact(T0, &mut a.rng, |e| {
+            let folder = e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Folder, "Work", None)?;
+            for i in 0..30 {
+                e.add_bookmark(folder, None, NodeKind::Bookmark, &format!("page {i}"), Some("https://w.example/"))?;
+            }
+            for i in 0..10 {
+                e.add_bookmark(
+                    ItemId::MENU,
+                    None,
+                    NodeKind::Bookmark,
+                    &format!("keep {i}"),
+                    Some("https://k.example/"),
+                )?;
+            }
+            Ok(folder)
+        })
+        .unwrap();
+    for reject in [false, true] {
+        let mut b = fx.replica(1, 2 + u64::from(reject));
+        sync_into(&a.state, &mut b.state, T0);
+        while b.state.poll_event().is_some() {}
+        assert_eq!(b.state.bookmarks().len(), 41);
+        // A compromised device (here: A) deletes 31 of 41 nodes in one batch.
+        let mut attacker = fx.replica(0, 10 + u64::from(reject));
+        sync_into(&a.state, &mut attacker.state, T0);
+        let (_, sent) = attacker.state.transact(T0 + 1, &mut attacker.rng, |e| e.delete_bookmark(&folder)).unwrap();
+        let held = Envelope::decode(&sent[0].encode()).unwrap();
+        let id = held.id();
+        assert_eq!(b.state.receive(held, T0 + 2).unwrap(), Received::HeldForConfirmation);
+        assert_eq!(b.state.bookmarks().len(), 41, "nothing applied while held");
+        assert!(matches!(b.state.poll_event(), Some(Event::MassDeletionHeld { deletes: 31, total: 41, .. })));
+        if reject {
+            let undo = b.state.reject_held(&id, T0 + 3, &mut b.rng).unwrap();
+            assert!(!undo.is_empty());
+            assert_eq!(b.state.bookmarks().len(), 41, "every node revived");
+            // The revival reaches the attacker too.
+            sync_into(&b.state, &mut attacker.state, T0 + 4);
+            assert_eq!(attacker.state.bookmarks().len(), 41);
+            assert_eq!(attacker.state.to_json(), b.state.to_json());
+        } else {
+            b.state.accept_held(&id, T0 + 3).unwrap();
+            assert_eq!(b.state.bookmarks().len(), 10);
+        }
+    }
+}
+
+#[test]
+fn change_events_say_what_changed_and_who_changed_it() {
+    let fx = Fixture::new(106, 2);
+    let mut a = fx.replica(0, 1);
+    let mut b = fx.replica(1, 2);
+    let (id, _) = a
+        .state
+        .transact(T0, &mut a.rng, |e| {
+            e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Bookmark, "x", Some("https://x.example/"))
+        })
+        .unwrap();
+    let local: Vec<Event> = std::iter::from_fn(|| a.state.poll_event()).collect();
+    assert!(local.contains(&Event::Changed {
+        kind: ChangeKind::Bookmark,
+        id: Some(id),
+        by: fx.devices[0].public(),
+        local: true
+    }));
+    sync_into(&a.state, &mut b.state, T0);
+    let remote: Vec<Event> = std::iter::from_fn(|| b.state.poll_event()).collect();
+    assert!(remote.contains(&Event::Changed {
+        kind: ChangeKind::Bookmark,
+        id: Some(id),
+        by: fx.devices[0].public(),
+        local: false
+    }));
+}
+
+#[test]
+fn a_vault_key_rotation_reseals_every_secret() {
+    let fx = Fixture::new(107, 2);
+    let mut a = fx.replica(0, 1);
+    let old = VaultKey::generate(&mut a.rng);
+    a.state.vault_mut().insert(old.clone(), true);
+    let ((pw, key), _) = a
+        .state
+        .transact(T0, &mut a.rng, |e| {
+            Ok((
+                e.add_password("https://x.example", "u", "p1", "n1")?,
+                e.add_key("laptop", "ssh-ed25519", "-----SECRET-----")?,
+            ))
+        })
+        .unwrap();
+    let new = VaultKey::generate(&mut a.rng);
+    a.state.vault_mut().insert(new.clone(), true);
+    let (count, _) = a.state.transact(T0 + 1, &mut a.rng, |e| e.reseal_secrets()).unwrap();
+    assert_eq!(count, 3);
+    // A device holding only the new key reads everything; one holding only the old key reads nothing.
+    let mut b = fx.replica(1, 2);
+    sync_into(&a.state, &mut b.state, T0 + 2);
+    b.state.vault_mut().insert(new, true);
+    assert_eq!(b.state.reveal_password_field(&pw, "password").unwrap(), "p1");
+    assert_eq!(b.state.reveal_password_field(&pw, "notes").unwrap(), "n1");
+    assert_eq!(b.state.reveal_key(&key).unwrap(), "-----SECRET-----");
+    b.state.vault_mut().lock();
+    b.state.vault_mut().insert(old, true);
+    assert!(b.state.reveal_password_field(&pw, "password").is_err());
 }
