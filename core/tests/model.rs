@@ -172,7 +172,12 @@ fn deleted_history_leaves_the_document_and_what_is_sent() {
     sync_into(&a.state, &mut b.state, T0);
     assert_eq!(b.state.history_len(), 3);
     // B deletes the URL; A learns of it.
-    b.state.transact(T0 + 1, &mut b.rng, |e| Ok(e.delete_history_url(secret_url))).unwrap();
+    b.state
+        .transact(T0 + 1, &mut b.rng, |e| {
+            e.delete_history_url(secret_url);
+            Ok(())
+        })
+        .unwrap();
     sync_into(&b.state, &mut a.state, T0 + 2);
     let present = |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     for r in [&a, &b] {
