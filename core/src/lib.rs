@@ -80,3 +80,5 @@ pub mod hlc;
 pub mod identity;
 pub mod model;
 pub mod register;
+#[cfg(feature = "test-util")]
+pub mod testing;

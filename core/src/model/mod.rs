@@ -22,6 +22,7 @@
 pub mod bookmarks;
 pub mod entries;
 pub mod history;
+pub mod import;
 pub(crate) mod json;
 pub mod schema;
 pub mod vault;
@@ -56,8 +57,12 @@ pub const KIND_DOC_UPDATE: u8 = 1;
 /// Envelope kind: history (payload: a history op; visits are the attachments).
 pub const KIND_HISTORY: u8 = 2;
 
-/// Largest `yrs` update put in one envelope before a local change is split.
-const DOC_CHUNK: usize = 900 * 1024;
+/// Largest `yrs` update put in one envelope before a local change is split (the envelope's
+/// payload cap is 1 MiB; the estimate below is conservative).
+const DOC_CHUNK: usize = 768 * 1024;
+/// Upper bound on what `yrs` adds per map entry: the map name (`a:` and 64 hex digits), the key
+/// once more, IDs and lengths.
+const YRS_ENTRY_OVERHEAD: usize = 160;
 
 /// Tunable limits and policies.
 #[derive(Clone, Debug)]
@@ -1393,7 +1398,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         let published: Vec<&(String, VerifiedRegisterValue)> =
             writes.iter().enumerate().filter(|(i, (p, _))| last.get(p.as_str()) == Some(i)).map(|(_, w)| w).collect();
         for write in published {
-            let len = write.1.as_value().encoded_len().saturating_add(write.0.len()).saturating_add(16);
+            let len = write.1.as_value().encoded_len().saturating_add(write.0.len()).saturating_add(YRS_ENTRY_OVERHEAD);
             if chunk_len.saturating_add(len) > DOC_CHUNK && !chunk.is_empty() {
                 out.push(state.commit_doc_chunk(&chunk)?);
                 chunk.clear();
