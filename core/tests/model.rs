@@ -305,3 +305,61 @@ fn a_vault_key_rotation_reseals_every_secret() {
     b.state.vault_mut().insert(old, true);
     assert!(b.state.reveal_password_field(&pw, "password").is_err());
 }
+
+#[test]
+fn workspaces_are_per_device_and_saved_ones_are_shared() {
+    use kathon_core::model::entries::{Layout, Tab, TabGroup, Window};
+    let fx = Fixture::new(108, 2);
+    let mut a = fx.replica(0, 1);
+    let mut b = fx.replica(1, 2);
+    let tab = |url: &str| Tab { url: url.into(), title: url.into(), pinned: false, group: None };
+    let layout_a = Layout {
+        windows: vec![Window {
+            tabs: vec![tab("https://a.example/1"), Tab { pinned: true, group: Some(0), ..tab("https://a.example/2") }],
+            groups: vec![TabGroup { title: "Work".into(), color: "blue".into(), collapsed: false }],
+            active_tab: 1,
+        }],
+    };
+    let layout_b = Layout { windows: vec![Window { tabs: vec![tab("https://b.example/")], ..Window::default() }] };
+    a.state.transact(T0, &mut a.rng, |e| e.set_device_layout(&layout_a)).unwrap();
+    b.state.transact(T0, &mut b.rng, |e| e.set_device_layout(&layout_b)).unwrap();
+    let (saved, _) = a.state.transact(T0 + 1, &mut a.rng, |e| e.save_workspace("Research", &layout_a)).unwrap();
+    sync_into(&a.state, &mut b.state, T0 + 2);
+    sync_into(&b.state, &mut a.state, T0 + 2);
+    for r in [&a, &b] {
+        let layouts = r.state.device_layouts();
+        assert_eq!(layouts.get(&fx.devices[0].public()), Some(&layout_a));
+        assert_eq!(layouts.get(&fx.devices[1].public()), Some(&layout_b));
+    }
+    // B renames the shared workspace; B's tabs never overwrite A's.
+    b.state.transact(T0 + 3, &mut b.rng, |e| e.update_workspace(&saved, Some("Research 2026"), None)).unwrap();
+    sync_into(&b.state, &mut a.state, T0 + 4);
+    let named = a.state.named_workspaces();
+    assert_eq!((named.len(), named[0].name.as_str()), (1, "Research 2026"));
+    assert_eq!(named[0].layout, layout_a);
+}
+
+#[test]
+fn a_restored_backup_reusing_a_client_id_is_caught_not_merged() {
+    let fx = Fixture::new(109, 2);
+    // Two replicas of one device with the same session nonce: what a restored backup would be
+    // if it reused its yrs client ID. Both write their next envelope.
+    let mut original = fx.replica(0, 1);
+    let mut restored = fx.replica(0, 1);
+    original
+        .state
+        .transact(T0, &mut original.rng, |e| e.add_bookmark(ItemId::MENU, None, NodeKind::Folder, "original", None))
+        .unwrap();
+    restored
+        .state
+        .transact(T0, &mut restored.rng, |e| e.add_bookmark(ItemId::MENU, None, NodeKind::Folder, "restored", None))
+        .unwrap();
+    let mut other = fx.replica(1, 2);
+    sync_into(&original.state, &mut other.state, T0);
+    let forked = restored.state.envelopes().next().unwrap().encode();
+    let err = other.state.receive(Envelope::decode(&forked).unwrap(), T0).unwrap_err();
+    assert!(matches!(err, kathon_core::model::IngestError::Equivocation(_)), "{err:?}");
+    assert!(other.state.quarantined().contains(&fx.devices[0].public()));
+    assert!(std::iter::from_fn(|| other.state.poll_event()).any(|e| matches!(e, Event::Equivocation(_))));
+    assert_eq!(other.state.bookmarks().len(), 1, "the fork was not merged");
+}

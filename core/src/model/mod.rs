@@ -549,10 +549,14 @@ impl BrowserState {
                     }
                     values.push(value.verify(&self.registry)?);
                 }
-                if guard {
-                    let deleted = self.deleted_nodes(&values);
-                    let total =
-                        bookmarks::materialize(self.bookmark_registers(), self.now_ms, self.settings.max_skew_ms).len();
+                // Only a batch with enough bookmark deletions to matter costs a tree build.
+                let candidates = values.iter().filter(|v| is_bookmark_deletion(v)).count();
+                if guard
+                    && (candidates >= self.settings.mass_delete_min || candidates > self.settings.mass_delete_count)
+                {
+                    let tree = self.bookmarks();
+                    let deleted = deleted_nodes(&tree, &values);
+                    let total = tree.len();
                     if self.is_mass_deletion(deleted.len(), total) {
                         self.events.push_back(Event::MassDeletionHeld {
                             envelope: envelope.id(),
@@ -654,22 +658,6 @@ impl BrowserState {
         let share = usize::from(self.settings.mass_delete_percent);
         deletes > self.settings.mass_delete_count
             || (deletes >= self.settings.mass_delete_min && deletes.saturating_mul(100) > share.saturating_mul(total))
-    }
-
-    /// The live bookmark nodes that `values` delete.
-    fn deleted_nodes(&self, values: &[VerifiedRegisterValue]) -> Vec<ItemId> {
-        let tree = self.bookmarks();
-        values
-            .iter()
-            .filter_map(|v| match path::split(v.path()) {
-                Some(("b", id, "place")) => {
-                    let id = id.parse::<ItemId>().ok()?;
-                    let place = Place::decode(v.value()).ok()?;
-                    (place.is_deleted() && tree.get(&id).is_some()).then_some(id)
-                }
-                _ => None,
-            })
-            .collect()
     }
 
     /// Applies a held mass deletion as it is.
@@ -940,6 +928,23 @@ fn split_doc_payload(payload: &[u8]) -> Result<([u8; 16], &[u8]), DecodeError> {
     let mut n = [0u8; 16];
     n.copy_from_slice(nonce);
     Ok((n, update))
+}
+
+fn is_bookmark_deletion(value: &VerifiedRegisterValue) -> bool {
+    matches!(path::split(value.path()), Some(("b", _, "place")))
+        && Place::decode(value.value()).is_ok_and(|p| p.is_deleted())
+}
+
+/// The live bookmark nodes that `values` delete.
+fn deleted_nodes(tree: &BookmarkTree, values: &[VerifiedRegisterValue]) -> Vec<ItemId> {
+    values
+        .iter()
+        .filter(|v| is_bookmark_deletion(v))
+        .filter_map(|v| match path::split(v.path()) {
+            Some((_, id, _)) => id.parse::<ItemId>().ok().filter(|id| tree.get(id).is_some()),
+            None => None,
+        })
+        .collect()
 }
 
 fn change_of(register_path: &str) -> Option<(ChangeKind, Option<ItemId>)> {

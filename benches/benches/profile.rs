@@ -1,0 +1,130 @@
+//! The realistic profile (5,000 bookmarks in nested folders, 100,000 visits, 500 passwords, 50
+//! tabs in 5 windows): apply it to a fresh replica, encode it, and load it into another replica
+//! with full verification (decode, verify every envelope and every register value, apply).
+//!
+//! `cargo bench -p kathon-benches --bench profile` (`KATHON_PROFILE=small` for a quick run).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects, missing_docs)]
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use kathon_benches::SEED;
+use kathon_core::certificate::{DeviceCertificate, DeviceName, DeviceRegistry, NEVER_EXPIRES};
+use kathon_core::envelope::Envelope;
+use kathon_core::identity::{DeviceSecretKey, RootSecretKey};
+use kathon_core::model::vault::VaultKey;
+use kathon_core::model::{BrowserState, Settings};
+use kathon_core::testing::{Profile, ProfileSize};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+const NOW: u64 = 1_764_000_000_000;
+
+struct Setup {
+    registry: DeviceRegistry,
+    devices: Vec<DeviceSecretKey>,
+    vault_key: VaultKey,
+    profile: Profile,
+    size: ProfileSize,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let size = if std::env::var("KATHON_PROFILE").as_deref() == Ok("small") {
+            ProfileSize::SMALL
+        } else {
+            ProfileSize::REALISTIC
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(SEED);
+        let root = RootSecretKey::generate(&mut rng);
+        let devices: Vec<DeviceSecretKey> = (0..2).map(|_| DeviceSecretKey::generate(&mut rng)).collect();
+        let mut registry = DeviceRegistry::new(root.public());
+        for (i, d) in devices.iter().enumerate() {
+            let name = DeviceName::new(&format!("d{i}")).unwrap();
+            registry.add_certificate(DeviceCertificate::issue(&root, d.public(), name, 0, NEVER_EXPIRES)).unwrap();
+        }
+        let vault_key = VaultKey::generate(&mut rng);
+        Self { registry, devices, vault_key, profile: Profile::generate(SEED, size, NOW), size }
+    }
+
+    fn replica(&self, i: usize, rng: &mut ChaCha20Rng) -> BrowserState {
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let mut s =
+            BrowserState::new(self.registry.clone(), self.devices[i].clone(), nonce, Settings::default()).unwrap();
+        s.vault_mut().insert(self.vault_key.clone(), true);
+        s
+    }
+
+    fn apply(&self, s: &mut BrowserState, rng: &mut ChaCha20Rng) {
+        s.transact(NOW, rng, |e| e.import_bookmarks(&self.profile.bookmarks)).unwrap();
+        s.transact(NOW, rng, |e| {
+            for v in &self.profile.visits {
+                e.record_visit(&v.url, &v.title, v.at_ms, v.transition)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        s.transact(NOW, rng, |e| e.import_passwords(&self.profile.passwords)).unwrap();
+        s.transact(NOW, rng, |e| e.set_device_layout(&self.profile.layout)).unwrap();
+    }
+
+    fn records(&self) -> u64 {
+        (self.size.bookmarks + self.size.visits + self.size.passwords + 1) as u64
+    }
+}
+
+fn profile(c: &mut Criterion) {
+    let setup = Setup::new();
+    let mut rng = ChaCha20Rng::seed_from_u64(SEED + 1);
+    let mut built = setup.replica(0, &mut rng);
+    setup.apply(&mut built, &mut rng);
+    let wire: Vec<Vec<u8>> = built.envelopes().map(|e| e.encode()).collect();
+    let state = built.encode_state();
+    let wire_bytes: usize = wire.iter().map(Vec::len).sum();
+    let raw: usize = setup.profile.visits.iter().map(|v| v.url.len() + v.title.len() + 9).sum::<usize>();
+    println!(
+        "profile: {} bookmarks ({} nodes), {} visits, {} passwords, {} tabs -> {} envelopes, {wire_bytes} bytes ({:.1} B/record); \
+         state {} bytes; raw visit text {:.1} B/visit",
+        setup.size.bookmarks,
+        built.bookmarks().len(),
+        setup.size.visits,
+        setup.size.passwords,
+        setup.size.tabs,
+        wire.len(),
+        wire_bytes as f64 / setup.records() as f64,
+        state.len(),
+        raw as f64 / setup.size.visits as f64,
+    );
+
+    let mut g = c.benchmark_group("profile");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Elements(setup.records()));
+    g.bench_function("apply to a fresh replica", |b| {
+        b.iter_batched(
+            || setup.replica(0, &mut rng.clone()),
+            |mut s| setup.apply(&mut s, &mut rng.clone()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("encode (envelopes + state)", |b| {
+        b.iter(|| (built.envelopes().map(|e| e.encode()).collect::<Vec<_>>(), built.encode_state()))
+    });
+    g.bench_function("load with full verification", |b| {
+        b.iter_batched(
+            || setup.replica(1, &mut rng.clone()),
+            |mut s| {
+                for bytes in &wire {
+                    s.receive(Envelope::decode(bytes).unwrap(), NOW).unwrap();
+                }
+                assert_eq!(s.history_len(), setup.size.visits);
+                s
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, profile);
+criterion_main!(benches);
