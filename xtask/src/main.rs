@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some("run") => run(&mut runner, args.get(1..).unwrap_or_default()),
         Some("setup") => setup::all(&mut runner),
         Some("build-wasm") => build_wasm(&mut runner).map(|_| ()),
+        Some("soak") => soak(&mut runner, args.get(1).map(String::as_str)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -52,7 +53,8 @@ commands:
   test         install what the tests need, then run every test (what CI runs)
   run [ARGS]   the main job: set up, build and start the bridge (ARGS go to kathon-bridge run)
   setup        only install what the tests and the demo need
-  build-wasm   build the browser .wasm and check its imports";
+  build-wasm   build the browser .wasm and check its imports
+  soak [N]     N random convergence schedules beyond the ones CI runs (default 200000)";
 
 /// The repository root (xtask lives one level below it).
 pub(crate) fn root() -> PathBuf {
@@ -122,6 +124,18 @@ fn build_wasm(runner: &mut Runner) -> Result<PathBuf, TaskError> {
         Ok(())
     })?;
     Ok(wasm)
+}
+
+/// Long campaigns, outside CI: many more random schedules, from seeds CI does not run.
+fn soak(runner: &mut Runner, count: Option<&str>) -> Result<(), TaskError> {
+    let count = count.unwrap_or("200000");
+    runner.step(&format!("{count} convergence schedules (release build)"), || {
+        Cmd::new("cargo")
+            .args(["test", "--release", "--locked", "-p", "kathon-core", "--test", "convergence"])
+            .env("KATHON_SCHEDULES", count)
+            .env("KATHON_SEED_BASE", "1000000")
+            .run()
+    })
 }
 
 fn run(runner: &mut Runner, args: &[String]) -> Result<(), TaskError> {
