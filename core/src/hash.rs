@@ -56,6 +56,8 @@ pub(crate) mod context {
     pub(crate) const REVOCATION_ID: &str = "kathon-sync 2026-11 revocation id v1";
     pub(crate) const ATTACHMENT: &str = "kathon-sync 2026-11 envelope attachment v1";
     pub(crate) const REGISTER_VALUE_ID: &str = "kathon-sync 2026-11 register value id v1";
+    pub(crate) const SESSION: &str = "kathon-sync 2026-11 session transcript v1";
+    pub(crate) const PAIRING: &str = "kathon-sync 2026-11 pairing v1";
     pub(crate) const YRS_CLIENT: &str = "kathon-sync 2026-11 yrs session client id v1";
     pub(crate) const IDENTITY_TEXT_CHECKSUM: &str = "kathon-sync 2026-11 identity id checksum v1";
     pub(crate) const DEVICE_TEXT_CHECKSUM: &str = "kathon-sync 2026-11 device id checksum v1";

@@ -81,4 +81,7 @@ pub mod identity;
 pub mod model;
 pub mod register;
 #[cfg(feature = "test-util")]
+pub mod sim;
+pub mod sync;
+#[cfg(feature = "test-util")]
 pub mod testing;

@@ -7,7 +7,7 @@
 //! day — and everything comes from one seed, so anyone can regenerate exactly the same data.
 //!
 //! Generator code never sees untrusted input, so plain arithmetic is allowed here.
-#![allow(clippy::arithmetic_side_effects)]
+#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -283,4 +283,182 @@ impl Profile {
         out.push_str("</DL><p>\n");
         out
     }
+}
+
+/// URLs the random changes pick from (few, so that concurrent changes collide).
+pub const URLS: [&str; 6] = [
+    "https://example.org/",
+    "https://rust-lang.org/learn",
+    "https://news.example/today",
+    "https://private.example/secret-page",
+    "https://docs.example/a/b/c?q=1",
+    "https://shop.example/cart",
+];
+
+fn below(rng: &mut dyn RngCore, n: usize) -> usize {
+    (rng.next_u64() % n.max(1) as u64) as usize
+}
+
+fn pick<T: Copy>(rng: &mut dyn RngCore, items: &[T]) -> Option<T> {
+    (!items.is_empty()).then(|| items[below(rng, items.len())])
+}
+
+/// One random change of any kind, as a user would make it: bookmark adds, edits, moves (some of
+/// them towards cycles), deletes; password entries and field edits; visits and history deletions
+/// by URL, range and all; device layouts, saved workspaces and key records. Needs the vault
+/// unlocked.
+pub fn random_change<R: rand_core::CryptoRngCore>(
+    e: &mut crate::model::Edit<'_, R>,
+    state_view: &RandomView,
+    rng: &mut dyn RngCore,
+    now: u64,
+) -> Result<(), crate::model::ModelError> {
+    use crate::model::schema::NodeKind;
+    let choice = below(rng, 100);
+    let url = URLS[below(rng, URLS.len())];
+    let word = format!("w{}", below(rng, 1000));
+    let index = (below(rng, 2) == 0).then(|| below(rng, 4));
+    let node = pick(rng, &state_view.nodes);
+    let folder = pick(rng, &state_view.folders).unwrap_or(ItemId::OTHER);
+    let field = below(rng, 4);
+    let layout = Layout {
+        windows: vec![Window {
+            tabs: vec![Tab { url: url.into(), title: word.clone(), pinned: below(rng, 3) == 0, group: None }],
+            ..Window::default()
+        }],
+    };
+    match choice {
+        0..=14 => {
+            e.add_bookmark(folder, index, NodeKind::Bookmark, &word, Some(url))?;
+        }
+        15..=19 => {
+            e.add_bookmark(folder, index, NodeKind::Folder, &word, None)?;
+        }
+        20..=21 => {
+            e.add_bookmark(folder, index, NodeKind::Separator, "", None)?;
+        }
+        22..=31 => {
+            if let Some(node) = node {
+                // May be refused locally (into its own subtree); that is fine.
+                let _ = e.move_bookmark(&node, folder, index);
+            }
+        }
+        32..=37 => {
+            if let Some(node) = node {
+                e.delete_bookmark(&node)?;
+            }
+        }
+        38..=45 => {
+            if let Some(node) = node {
+                e.edit_bookmark(&node, Some(&word), (field == 0).then_some("https://edited.example/"))?;
+            }
+        }
+        46..=50 => {
+            e.add_password(url, &word, &format!("pw-{word}"), "")?;
+        }
+        51..=58 => {
+            if let Some(id) = pick(rng, &state_view.passwords) {
+                let text = format!("{word}-{field}");
+                let t = Some(text.as_str());
+                match field {
+                    0 => e.set_password_fields(&id, t, None, None, None)?,
+                    1 => e.set_password_fields(&id, None, t, None, None)?,
+                    2 => e.set_password_fields(&id, None, None, t, None)?,
+                    _ => e.set_password_fields(&id, None, None, None, t)?,
+                }
+            }
+        }
+        59..=61 => {
+            if let Some(id) = pick(rng, &state_view.passwords) {
+                e.delete_password(&id)?;
+            }
+        }
+        62..=74 => {
+            e.record_visit(url, &word, now.saturating_sub(below(rng, 100_000) as u64), Transition::Link)?;
+        }
+        75..=77 => {
+            let from = now.saturating_sub(below(rng, 200_000) as u64);
+            e.delete_history_range(from, from + 50_000);
+        }
+        78..=79 => e.delete_history_url(url),
+        80 => e.delete_all_history(),
+        81..=84 => e.set_device_layout(&layout)?,
+        85..=87 => match pick(rng, &state_view.workspaces) {
+            Some(id) if field < 2 => e.update_workspace(&id, Some(&word), Some(&layout))?,
+            Some(id) if field == 2 => e.delete_workspace(&id)?,
+            _ => {
+                e.save_workspace(&word, &layout)?;
+            }
+        },
+        88..=91 => match pick(rng, &state_view.keys) {
+            Some(id) if field < 2 => e.rename_key(&id, &word)?,
+            Some(id) if field == 2 => e.delete_key(&id)?,
+            _ => {
+                e.add_key(&word, "ssh-ed25519", &format!("-----KEY {word}-----"))?;
+            }
+        },
+        _ => {
+            // Several edits in one transaction.
+            let f = e.add_bookmark(folder, None, NodeKind::Folder, &word, None)?;
+            e.add_bookmark(f, None, NodeKind::Bookmark, &word, Some(url))?;
+            if let Some(node) = node {
+                let _ = e.move_bookmark(&node, f, Some(0));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`random_change`] picks from: a snapshot of a replica's items.
+#[derive(Clone, Debug, Default)]
+pub struct RandomView {
+    /// Live bookmark nodes.
+    pub nodes: Vec<ItemId>,
+    /// Live folders and the roots.
+    pub folders: Vec<ItemId>,
+    /// Password entries.
+    pub passwords: Vec<ItemId>,
+    /// Key records.
+    pub keys: Vec<ItemId>,
+    /// Saved workspaces.
+    pub workspaces: Vec<ItemId>,
+}
+
+impl RandomView {
+    /// Takes the snapshot.
+    pub fn of(state: &crate::model::BrowserState) -> Self {
+        use crate::model::schema::NodeKind;
+        let tree = state.bookmarks();
+        let mut folders: Vec<ItemId> = tree.nodes().filter(|n| n.kind == NodeKind::Folder).map(|n| n.id).collect();
+        folders.extend(ItemId::ROOTS);
+        Self {
+            nodes: tree.nodes().map(|n| n.id).collect(),
+            folders,
+            passwords: state.passwords().iter().map(|p| p.id).collect(),
+            keys: state.keys().iter().map(|k| k.id).collect(),
+            workspaces: state.named_workspaces().iter().map(|w| w.id).collect(),
+        }
+    }
+}
+
+/// Checks that the bookmark tree has no cycle and no node twice: every node is reachable from
+/// exactly one root, once.
+pub fn check_tree(state: &crate::model::BrowserState) -> Result<(), String> {
+    let tree = state.bookmarks();
+    let mut seen = std::collections::BTreeSet::new();
+    for root in ItemId::ROOTS {
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
+            for child in tree.children(&id) {
+                if !seen.insert(*child) {
+                    return Err(format!("node {child} appears twice"));
+                }
+                stack.push(*child);
+            }
+        }
+    }
+    if seen.len() != tree.len() {
+        return Err("some nodes are unreachable (a cycle)".into());
+    }
+    Ok(())
 }

@@ -22,11 +22,9 @@ mod common;
 
 use common::{Fixture, Replica, T0};
 use kathon_core::envelope::Envelope;
-use kathon_core::model::entries::{Layout, Tab, Window};
-use kathon_core::model::history::Transition;
-use kathon_core::model::schema::{ItemId, NodeKind};
 use kathon_core::model::vault::VaultKey;
-use kathon_core::model::{BrowserState, Received, Settings};
+use kathon_core::model::{Received, Settings};
+use kathon_core::testing::{RandomView, check_tree, random_change};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -39,19 +37,7 @@ impl Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.0.next_u64() % 100 < percent
     }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
-        (!items.is_empty()).then(|| items[self.below(items.len())])
-    }
 }
-
-const URLS: [&str; 6] = [
-    "https://example.org/",
-    "https://rust-lang.org/learn",
-    "https://news.example/today",
-    "https://private.example/secret-page",
-    "https://docs.example/a/b/c?q=1",
-    "https://shop.example/cart",
-];
 
 fn settings() -> Settings {
     // The mass-deletion guard is tested on its own; here it would hold batches for a user.
@@ -93,113 +79,10 @@ impl World {
 
     fn local_op(&mut self, r: usize, rng: &mut Rng) {
         let now = self.local_time(r);
-        let choice = rng.below(100);
         let replica = &mut self.replicas[r];
-        let tree = replica.state.bookmarks();
-        let nodes: Vec<ItemId> = tree.nodes().map(|n| n.id).collect();
-        let mut folders: Vec<ItemId> = tree.nodes().filter(|n| n.kind == NodeKind::Folder).map(|n| n.id).collect();
-        folders.extend(ItemId::ROOTS);
-        let passwords: Vec<ItemId> = replica.state.passwords().iter().map(|p| p.id).collect();
-        let keys: Vec<ItemId> = replica.state.keys().iter().map(|k| k.id).collect();
-        let workspaces: Vec<ItemId> = replica.state.named_workspaces().iter().map(|w| w.id).collect();
-        let pick_url = URLS[rng.below(URLS.len())];
-        let word = format!("w{}", rng.below(1000));
-        let index = rng.chance(50).then(|| rng.below(4));
-        let (node, folder) = (rng.pick(&nodes), rng.pick(&folders).unwrap_or(ItemId::OTHER));
-        let (password, key, workspace) = (rng.pick(&passwords), rng.pick(&keys), rng.pick(&workspaces));
-        let visit_time = now - rng.below(100_000) as u64;
-        let range_from = now - rng.below(200_000) as u64;
-        let field = rng.below(4);
-        let layout = Layout {
-            windows: vec![Window {
-                tabs: vec![Tab { url: pick_url.into(), title: word.clone(), pinned: rng.chance(30), group: None }],
-                ..Window::default()
-            }],
-        };
-        let result = replica.state.transact(now, &mut replica.rng, |e| {
-            match choice {
-                0..=14 => {
-                    e.add_bookmark(folder, index, NodeKind::Bookmark, &word, Some(pick_url))?;
-                }
-                15..=19 => {
-                    e.add_bookmark(folder, index, NodeKind::Folder, &word, None)?;
-                }
-                20..=21 => {
-                    e.add_bookmark(folder, index, NodeKind::Separator, "", None)?;
-                }
-                22..=31 => {
-                    if let Some(node) = node {
-                        // May be refused locally (into its own subtree); that is fine.
-                        let _ = e.move_bookmark(&node, folder, index);
-                    }
-                }
-                32..=37 => {
-                    if let Some(node) = node {
-                        e.delete_bookmark(&node)?;
-                    }
-                }
-                38..=45 => {
-                    if let Some(node) = node {
-                        e.edit_bookmark(&node, Some(&word), rng_url(field))?;
-                    }
-                }
-                46..=50 => {
-                    e.add_password(pick_url, &word, &format!("pw-{word}"), "")?;
-                }
-                51..=58 => {
-                    if let Some(id) = password {
-                        let text = format!("{word}-{field}");
-                        let t = Some(text.as_str());
-                        match field {
-                            0 => e.set_password_fields(&id, t, None, None, None)?,
-                            1 => e.set_password_fields(&id, None, t, None, None)?,
-                            2 => e.set_password_fields(&id, None, None, t, None)?,
-                            _ => e.set_password_fields(&id, None, None, None, t)?,
-                        }
-                    }
-                }
-                59..=61 => {
-                    if let Some(id) = password {
-                        e.delete_password(&id)?;
-                    }
-                }
-                62..=74 => {
-                    e.record_visit(pick_url, &word, visit_time, Transition::Link)?;
-                }
-                75..=77 => e.delete_history_range(range_from, range_from + 50_000),
-                78..=79 => e.delete_history_url(pick_url),
-                80 => e.delete_all_history(),
-                81..=84 => e.set_device_layout(&layout)?,
-                85..=87 => {
-                    match workspace {
-                        Some(id) if field < 2 => e.update_workspace(&id, Some(&word), Some(&layout))?,
-                        Some(id) if field == 2 => e.delete_workspace(&id)?,
-                        _ => {
-                            e.save_workspace(&word, &layout)?;
-                        }
-                    };
-                }
-                88..=91 => {
-                    match key {
-                        Some(id) if field < 2 => e.rename_key(&id, &word)?,
-                        Some(id) if field == 2 => e.delete_key(&id)?,
-                        _ => {
-                            e.add_key(&word, "ssh-ed25519", &format!("-----KEY {word}-----"))?;
-                        }
-                    };
-                }
-                _ => {
-                    // Several edits in one transaction.
-                    let f = e.add_bookmark(folder, None, NodeKind::Folder, &word, None)?;
-                    e.add_bookmark(f, None, NodeKind::Bookmark, &word, Some(pick_url))?;
-                    if let Some(node) = node {
-                        let _ = e.move_bookmark(&node, f, Some(0));
-                    }
-                }
-            }
-            Ok(())
-        });
-        let (_, envelopes) = result.unwrap();
+        let view = RandomView::of(&replica.state);
+        let (_, envelopes) =
+            replica.state.transact(now, &mut replica.rng, |e| random_change(e, &view, &mut rng.0, now)).unwrap();
         let bytes: Vec<Vec<u8>> = envelopes.iter().map(|e| e.encode()).collect();
         self.broadcast(r, bytes);
     }
@@ -223,10 +106,6 @@ impl World {
             }
         }
     }
-}
-
-fn rng_url(field: usize) -> Option<&'static str> {
-    (field == 0).then_some("https://edited.example/")
 }
 
 fn run_schedule(fx: &Fixture, seed: u64) {
@@ -289,23 +168,9 @@ fn run_schedule(fx: &Fixture, seed: u64) {
         assert_eq!(r.state.to_json(), json, "seed {seed}: replica {i} shows a different state");
         assert!(r.state.encode_state() == state, "seed {seed}: replica {i} encodes different bytes");
     }
-    check_invariants(first, seed);
-}
-
-/// No cycles, no duplicates: every node is reachable from exactly one root, once.
-fn check_invariants(state: &BrowserState, seed: u64) {
-    let tree = state.bookmarks();
-    let mut seen = std::collections::BTreeSet::new();
-    for root in ItemId::ROOTS {
-        let mut stack = vec![root];
-        while let Some(id) = stack.pop() {
-            for child in tree.children(&id) {
-                assert!(seen.insert(*child), "seed {seed}: node {child} appears twice");
-                stack.push(*child);
-            }
-        }
+    if let Err(e) = check_tree(first) {
+        panic!("seed {seed}: {e}");
     }
-    assert_eq!(seen.len(), tree.len(), "seed {seed}: some nodes are unreachable (a cycle)");
 }
 
 fn regression_seeds() -> Vec<u64> {
