@@ -157,6 +157,19 @@ impl SimNet {
         i
     }
 
+    /// Adds devices rebuilt from stored records (identity record and the rest, per device).
+    pub fn load_nodes(&mut self, identities: &[Vec<u8>], records: &[Vec<(RecordKey, Vec<u8>)>]) {
+        for (identity, records) in identities.iter().zip(records) {
+            let seed = self.seed();
+            let engine = Engine::load(self.config.clone(), identity, records.clone(), seed, self.now_ms)
+                .unwrap_or_else(|e| panic!("cannot load a stored device: {e}"));
+            let i = self.push(engine);
+            let node = &mut self.nodes[i];
+            node.storage = records.iter().cloned().collect();
+            node.storage.insert(RecordKey::Identity, identity.clone());
+        }
+    }
+
     /// Adds the first device of a new identity.
     pub fn add_founder(&mut self, name: &str) -> usize {
         let seed = self.seed();
@@ -429,12 +442,14 @@ impl SimNet {
         }
     }
 
-    /// Whether every live, enrolled node holds the same state.
+    /// Whether every live, enrolled node holds the same envelopes (every chain at the same head)
+    /// and the same encoded state.
     pub fn converged(&self) -> bool {
-        let states: Vec<Vec<u8>> = self
+        let states: Vec<(Vec<(crate::identity::DeviceId, u64)>, Vec<u8>)> = self
             .nodes
             .iter()
-            .filter_map(|n| n.engine.as_ref().and_then(|e| e.state()).map(|s| s.encode_state()))
+            .filter_map(|n| n.engine.as_ref().and_then(|e| e.state()))
+            .map(|s| (s.chains().heads().map(|(d, n)| (*d, n)).collect(), s.encode_state()))
             .collect();
         states.windows(2).all(|w| w[0] == w[1])
     }

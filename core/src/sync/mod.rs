@@ -416,6 +416,8 @@ struct ActiveCode {
 struct Inflight {
     envelopes: Vec<(EnvelopeId, DeviceId, u64)>,
     local: Vec<EnvelopeId>,
+    /// Envelopes rewritten (redacted) by this batch.
+    rewritten: Vec<EnvelopeId>,
 }
 
 /// One device's sync engine. See the [module docs](self).
@@ -435,6 +437,10 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     durable: BTreeMap<DeviceId, u64>,
     durable_pending: BTreeMap<DeviceId, BTreeSet<u64>>,
+    /// Envelopes whose in-memory form (redacted) is not durable yet, with how many rewrites of
+    /// each are in flight. They are not sent until it is: a redaction must never travel ahead of
+    /// the deletion that caused it, which a crash could still lose.
+    dirty: BTreeMap<EnvelopeId, usize>,
 }
 
 impl core::fmt::Debug for Engine {
@@ -471,6 +477,7 @@ impl Engine {
             events: VecDeque::new(),
             durable: BTreeMap::new(),
             durable_pending: BTreeMap::new(),
+            dirty: BTreeMap::new(),
         }
     }
 
@@ -660,10 +667,13 @@ impl Engine {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let max = self.config.max_queued_bytes;
         let state = self.state.as_ref();
+        let dirty = &self.dirty;
         for (key, peer) in self.peers.iter_mut() {
             if peer.outbox.is_empty() && peer.queued_bytes < max {
-                // Refill lazily from the envelopes this peer lacks: bounded memory per peer.
-                while let Some(id) = peer.send_queue.pop_front() {
+                // Refill lazily from the envelopes this peer lacks: bounded memory per peer. An
+                // envelope whose redaction is not durable yet waits (order is kept).
+                while peer.send_queue.front().is_some_and(|id| !dirty.contains_key(id)) {
+                    let Some(id) = peer.send_queue.pop_front() else { break };
                     if let Some(envelope) = state.and_then(|s| s.envelope(&id)) {
                         peer.queue(&Message::Envelope(envelope.encode()));
                         break;
@@ -1137,6 +1147,7 @@ impl Engine {
         let key = self.bundle.storage_key;
         let mut puts = Vec::new();
         let mut envelopes = Vec::new();
+        let mut rewritten = Vec::new();
         let stored = self.next_order;
         let fresh: Vec<&VerifiedEnvelope> =
             state.envelopes().skip(usize::try_from(stored).unwrap_or(usize::MAX)).collect();
@@ -1156,6 +1167,9 @@ impl Engine {
                 let record_key = RecordKey::Envelope(id);
                 let body = storage::envelope_body(position as u64, &envelope.encode());
                 puts.push((record_key, storage::seal_record(&key, &record_key, &body)));
+                let count = self.dirty.entry(id).or_insert(0);
+                *count = count.saturating_add(1);
+                rewritten.push(id);
             }
         }
         if puts.is_empty() && local.is_empty() {
@@ -1163,7 +1177,7 @@ impl Engine {
         }
         let id = self.next_batch;
         self.next_batch = self.next_batch.saturating_add(1);
-        self.inflight.insert(id, Inflight { envelopes, local });
+        self.inflight.insert(id, Inflight { envelopes, local, rewritten });
         self.storage_out.push_back(StorageBatch { id, puts });
     }
 
@@ -1183,13 +1197,21 @@ impl Engine {
     fn push_batch(&mut self, puts: Vec<(RecordKey, Vec<u8>)>) {
         let id = self.next_batch;
         self.next_batch = self.next_batch.saturating_add(1);
-        self.inflight.insert(id, Inflight { envelopes: Vec::new(), local: Vec::new() });
+        self.inflight.insert(id, Inflight { envelopes: Vec::new(), local: Vec::new(), rewritten: Vec::new() });
         self.storage_out.push_back(StorageBatch { id, puts });
     }
 
     /// The driver committed batch `id` durably.
     pub fn handle_storage_done(&mut self, id: u64) {
         let Some(done) = self.inflight.remove(&id) else { return };
+        for rewritten in &done.rewritten {
+            if let Some(count) = self.dirty.get_mut(rewritten) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.dirty.remove(rewritten);
+                }
+            }
+        }
         for (_, author, seq) in &done.envelopes {
             self.durable_pending.entry(*author).or_default().insert(*seq);
         }
