@@ -445,7 +445,8 @@ impl SimNet {
     /// Whether every live, enrolled node holds the same envelopes (every chain at the same head)
     /// and the same encoded state.
     pub fn converged(&self) -> bool {
-        let states: Vec<(Vec<(crate::identity::DeviceId, u64)>, Vec<u8>)> = self
+        type Heads = Vec<(crate::identity::DeviceId, u64)>;
+        let states: Vec<(Heads, Vec<u8>)> = self
             .nodes
             .iter()
             .filter_map(|n| n.engine.as_ref().and_then(|e| e.state()))
