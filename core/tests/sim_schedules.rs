@@ -18,7 +18,7 @@
 use std::sync::OnceLock;
 
 use kathon_core::sim::{Faults, SimNet};
-use kathon_core::sync::Config;
+use kathon_core::sync::{Config, RecordKey};
 use kathon_core::testing::{RandomView, check_tree, random_change};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -35,9 +35,11 @@ fn config() -> Config {
 
 /// Paired devices are expensive to make (signatures, handshakes); schedules start from copies of
 /// networks built once per size. Each copy still restarts every engine from its own storage.
-fn template(n: usize) -> &'static (Vec<Vec<u8>>, Vec<Vec<(kathon_core::sync::RecordKey, Vec<u8>)>>) {
-    static TEMPLATES: [OnceLock<(Vec<Vec<u8>>, Vec<Vec<(kathon_core::sync::RecordKey, Vec<u8>)>>)>; 6] =
-        [const { OnceLock::new() }; 6];
+/// Per device: its identity record, and its other records.
+type Stored = (Vec<Vec<u8>>, Vec<Vec<(RecordKey, Vec<u8>)>>);
+
+fn template(n: usize) -> &'static Stored {
+    static TEMPLATES: [OnceLock<Stored>; 6] = [const { OnceLock::new() }; 6];
     TEMPLATES[n].get_or_init(|| {
         let mut net = SimNet::new(n as u64, config(), Faults::NONE);
         let founder = net.add_founder("device 0");
@@ -45,17 +47,12 @@ fn template(n: usize) -> &'static (Vec<Vec<u8>>, Vec<Vec<(kathon_core::sync::Rec
             net.add_paired(founder, &format!("device {i}"));
         }
         net.run_for(1_000);
-        let identities =
-            net.nodes.iter().map(|node| node.storage[&kathon_core::sync::RecordKey::Identity].clone()).collect();
+        let identities = net.nodes.iter().map(|node| node.storage[&RecordKey::Identity].clone()).collect();
         let records = net
             .nodes
             .iter()
             .map(|node| {
-                node.storage
-                    .iter()
-                    .filter(|(k, _)| **k != kathon_core::sync::RecordKey::Identity)
-                    .map(|(k, v)| (*k, v.clone()))
-                    .collect()
+                node.storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect()
             })
             .collect();
         (identities, records)
