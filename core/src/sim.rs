@@ -142,6 +142,11 @@ impl SimNet {
         s
     }
 
+    /// Adds a device running `engine` (for tests that build engines themselves).
+    pub fn push_engine(&mut self, engine: Engine) -> usize {
+        self.push(engine)
+    }
+
     fn push(&mut self, engine: Engine) -> usize {
         let i = self.nodes.len();
         self.nodes.push(SimNode {
@@ -390,6 +395,16 @@ impl SimNet {
                 frame: frame.clone(),
             });
         }
+    }
+
+    /// Delivers `frame` to `to` as if `from` sent it on their open connection (an attacker on the
+    /// path, or a misbehaving device). Returns whether a connection was open.
+    pub fn inject(&mut self, from: usize, to: usize, frame: Vec<u8>) -> bool {
+        let pair = (from.min(to), from.max(to));
+        let Some(epoch) = self.links.get(&pair).copied() else { return false };
+        let peer = self.peer_key(from, epoch);
+        self.in_flight.push(InFlight { at_ms: self.now_ms, to, peer, frame });
+        true
     }
 
     /// Advances virtual time by `ms`, delivering frames and firing timers as they fall due.

@@ -462,3 +462,8 @@ pub fn check_tree(state: &crate::model::BrowserState) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A seeded generator for tests.
+pub fn rng_for_tests(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}

@@ -53,3 +53,392 @@ fn pair_then_sync_both_ways() {
     assert_eq!(net.engine(a).state().unwrap().bookmarks().len(), 2);
     assert!(net.converged());
 }
+
+use kathon_core::envelope::{Envelope, UnsignedEnvelope};
+use kathon_core::hlc::Timestamp;
+use kathon_core::sync::wire::frames;
+use kathon_core::sync::{Fingerprint, Message, PairingCode, RecordKey, SessionError};
+use rand_core::RngCore;
+
+fn refusals(net: &SimNet, i: usize) -> Vec<SessionError> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::PeerRefused { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn add(net: &mut SimNet, i: usize, title: &str) {
+    let now = net.now_ms + net.nodes[i].clock_offset_ms;
+    net.engine(i)
+        .transact(now, |e| e.add_bookmark(ItemId::MENU, None, NodeKind::Bookmark, title, Some("https://x.example/")))
+        .unwrap();
+}
+
+fn bookmarks(net: &mut SimNet, i: usize) -> usize {
+    net.engine(i).state().unwrap().bookmarks().len()
+}
+
+/// Three paired devices, then every connection closed.
+fn trio(seed: u64) -> SimNet {
+    let mut net = net(seed);
+    let a = net.add_founder("a");
+    net.add_paired(a, "b");
+    net.add_paired(a, "c");
+    for (x, y) in [(0, 1), (0, 2), (1, 2)] {
+        net.disconnect(x, y);
+    }
+    for node in &mut net.nodes {
+        node.events.clear();
+    }
+    net
+}
+
+#[test]
+fn a_relay_that_swaps_fingerprints_gets_no_session() {
+    let mut net = trio(10);
+    add(&mut net, 0, "secret bookmark");
+    // A bridge in the middle terminates DTLS on both sides with its own certificates, so each
+    // device sees the relay's fingerprint as the remote one.
+    net.remote_fp_override.insert((0, 1), Fingerprint::parse("sha-256 AA:AA").unwrap());
+    net.remote_fp_override.insert((1, 0), Fingerprint::parse("sha-256 BB:BB").unwrap());
+    net.connect(0, 1);
+    net.run_for(2_000);
+    assert!(refusals(&net, 0).contains(&SessionError::BadHandshake), "{:?}", refusals(&net, 0));
+    assert!(refusals(&net, 1).contains(&SessionError::BadHandshake), "{:?}", refusals(&net, 1));
+    assert!(net.engine(0).connected().is_empty() && net.engine(1).connected().is_empty());
+    assert_eq!(bookmarks(&mut net, 1), 0, "no sync byte crossed");
+}
+
+#[test]
+fn a_replayed_handshake_is_refused() {
+    let mut net = trio(11);
+    // Record everything A sends B in one session...
+    let recorded = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = recorded.clone();
+    net.tamper = Some(Box::new(move |from, to, frame| {
+        if (from, to) == (0, 1) {
+            sink.borrow_mut().push(frame.clone());
+        }
+        Some(frame)
+    }));
+    net.connect(0, 1);
+    net.run_for(1_000);
+    assert_eq!(net.engine(1).connected().len(), 1);
+    net.disconnect(0, 1);
+    // ...then, in a new session, replace A's frames with the old ones.
+    let old = recorded.borrow().clone();
+    let mut replay = old.into_iter();
+    net.tamper = Some(Box::new(move |from, to, frame| if (from, to) == (0, 1) { replay.next() } else { Some(frame) }));
+    for node in &mut net.nodes {
+        node.events.clear();
+    }
+    net.connect(0, 1);
+    net.run_for(3_000);
+    assert!(refusals(&net, 1).contains(&SessionError::BadHandshake), "{:?}", refusals(&net, 1));
+    assert!(net.engine(1).connected().is_empty());
+}
+
+#[test]
+fn tampered_dropped_and_flooded_frames_do_no_harm() {
+    let mut net = trio(12);
+    for i in 0..3 {
+        add(&mut net, i, &format!("from {i}"));
+    }
+    // Flip a bit in one frame of twenty, in every direction.
+    let mut rng = kathon_core::testing::rng_for_tests(5);
+    net.tamper = Some(Box::new(move |_, _, mut frame| {
+        if rng.next_u64() % 20 == 0 && !frame.is_empty() {
+            let i = (rng.next_u64() as usize) % frame.len();
+            frame[i] ^= 1 << (rng.next_u64() % 8);
+        }
+        Some(frame)
+    }));
+    net.faults = kathon_core::sim::Faults { loss_percent: 20, dup_percent: 20, latency_ms: 2, jitter_ms: 30 };
+    net.connect_all();
+    net.run_for(5_000);
+    // A flood of garbage and oversized chunk claims from a peer.
+    let mut garbage_rng = kathon_core::testing::rng_for_tests(6);
+    for i in 0..5_000u32 {
+        let mut frame = vec![0u8; (garbage_rng.next_u64() % 2_000) as usize];
+        garbage_rng.fill_bytes(&mut frame);
+        if i % 2 == 0 && frame.len() > 10 {
+            frame[0] = 1; // the right version, a chunk of a message that never completes
+            frame[1] = 1;
+            frame[8] = 0xff;
+            frame[9] = 0xff;
+        }
+        net.inject(1, 0, frame);
+    }
+    net.run_for(100);
+    assert!(net.engine(0).buffered_bytes() < 5 * 8 * 1024 * 1024, "reassembly must stay bounded");
+    // Stop the attack; reconnect whatever was refused; everyone converges.
+    net.tamper = None;
+    net.faults = kathon_core::sim::Faults::NONE;
+    for (x, y) in [(0, 1), (0, 2), (1, 2)] {
+        net.disconnect(x, y);
+    }
+    net.connect_all();
+    net.run_for(7_000);
+    assert!(net.converged());
+    assert_eq!(bookmarks(&mut net, 0), 3);
+}
+
+fn envelope_frame(envelope: &kathon_core::envelope::VerifiedEnvelope) -> Vec<u8> {
+    frames(&Message::Envelope(envelope.encode()).encode(), 9_999).remove(0)
+}
+
+#[test]
+fn an_equivocating_device_is_quarantined_and_the_others_converge() {
+    let mut net = trio(13);
+    net.connect_all();
+    add(&mut net, 2, "honest");
+    net.run_for(1_000);
+    // C signs a second, different envelope for its write #1.
+    let c_key = net.engine(2).bundle().device.clone();
+    let identity = net.engine(0).identity().unwrap();
+    let forged = Envelope::sign(
+        &c_key,
+        &identity,
+        UnsignedEnvelope {
+            kind: 2,
+            seq: 1,
+            prev: None,
+            hlc: Timestamp::from_wall_ms(net.now_ms),
+            parents: vec![],
+            payload: vec![1],
+            attachments: vec![],
+        },
+    )
+    .unwrap();
+    net.inject(2, 0, envelope_frame(&forged));
+    net.run_for(1_000);
+    let quarantined = net.engine(0).state().unwrap().quarantined().contains(&c_key.public());
+    assert!(quarantined);
+    assert!(
+        net.nodes[0].events.iter().any(|e| matches!(e, EngineEvent::Model(kathon_core::model::Event::Equivocation(_))))
+    );
+    add(&mut net, 1, "after");
+    net.run_for(4_000);
+    assert_eq!(bookmarks(&mut net, 0), bookmarks(&mut net, 1));
+}
+
+#[test]
+fn a_forged_client_id_is_refused_and_far_future_stamps_wait_for_their_time() {
+    let mut net = trio(14);
+    net.connect_all();
+    net.run_for(500);
+    // C forges an update under A's yrs client ID.
+    let c_key = net.engine(2).bundle().device.clone();
+    let identity = net.engine(0).identity().unwrap();
+    let a_client = net.engine(0).state().unwrap().client_id();
+    let doc = yrs::Doc::with_options(yrs::Options {
+        client_id: yrs::block::ClientID::new(a_client),
+        ..yrs::Options::default()
+    });
+    let update = {
+        use yrs::{Map, Transact};
+        let map = doc.get_or_insert_map(kathon_core::model::author_map(&c_key.public()));
+        let mut txn = doc.transact_mut();
+        map.insert(&mut txn, "b/x/title", vec![1u8]);
+        txn.encode_update_v1()
+    };
+    let mut payload = vec![9u8; 16];
+    payload.extend_from_slice(&update);
+    let forged = Envelope::sign(
+        &c_key,
+        &identity,
+        UnsignedEnvelope {
+            kind: 1,
+            seq: 1,
+            prev: None,
+            hlc: Timestamp::from_wall_ms(net.now_ms),
+            parents: vec![],
+            payload,
+            attachments: vec![],
+        },
+    )
+    .unwrap();
+    net.inject(2, 0, envelope_frame(&forged));
+    net.run_for(200);
+    assert!(
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::PeerSentInvalid { error: kathon_core::model::IngestError::Rule(_), .. }))
+    );
+
+    // B's clock runs an hour fast: its change waits at A until A's time reaches it.
+    net.nodes[1].clock_offset_ms = 3_600_000;
+    add(&mut net, 1, "from the future");
+    net.run_for(5_000);
+    assert_eq!(bookmarks(&mut net, 0), 0, "held back, not applied");
+    net.run_for(3_600_000);
+    assert_eq!(bookmarks(&mut net, 0), 1, "applied when its time came");
+}
+
+#[test]
+fn a_revoked_device_can_neither_write_nor_read_what_comes_after() {
+    let mut net = trio(15);
+    net.connect_all();
+    let now = net.now_ms;
+    let entry = net.engine(0).transact(now, |e| e.add_password("https://bank.example", "ada", "before", "")).unwrap();
+    net.run_for(2_000);
+    assert_eq!(net.engine(2).state().unwrap().reveal_password_field(&entry, "password").unwrap(), "before");
+    // C goes away (lost); A revokes it and changes the password.
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    let c = net.engine(2).device();
+    let now = net.now_ms;
+    net.engine(0).revoke(c, now).unwrap();
+    let now = net.now_ms;
+    net.engine(0).transact(now, |e| e.set_password_fields(&entry, None, None, Some("after"), None)).unwrap();
+    net.run_for(4_000);
+    // C writes while away, then comes back.
+    add(&mut net, 2, "written after revocation");
+    for node in &mut net.nodes {
+        node.events.clear();
+    }
+    net.connect_all();
+    net.run_for(4_000);
+    for i in [0, 1] {
+        assert!(
+            refusals(&net, i).iter().any(|e| *e == SessionError::Revoked || *e == SessionError::NotEnrolled),
+            "{i}: {:?}",
+            refusals(&net, i)
+        );
+        assert_eq!(bookmarks(&mut net, i), 0, "C's new write is refused");
+    }
+    // Even delivered directly, C's new envelope is refused as revoked.
+    let after = net.engine(2).state().unwrap().envelopes().last().unwrap().clone();
+    let now = net.now_ms;
+    assert_eq!(
+        net.engine(1).state_mut().unwrap().receive(Envelope::decode(&after.encode()).unwrap(), now).unwrap_err(),
+        kathon_core::model::IngestError::Verify(kathon_core::error::VerifyError::Revoked {
+            device: c,
+            last_valid_seq: 0,
+            seq: 1
+        })
+    );
+    // B reads the new password; C, which never received the new vault key, cannot.
+    assert_eq!(net.engine(1).state().unwrap().reveal_password_field(&entry, "password").unwrap(), "after");
+    // Even handed every envelope A holds, C cannot open the re-sealed password.
+    let envelopes: Vec<Vec<u8>> = net.engine(0).state().unwrap().envelopes().map(|e| e.encode()).collect();
+    let now = net.now_ms;
+    let c_state = net.engine(2).state_mut().unwrap();
+    for bytes in envelopes {
+        let _ = c_state.receive(Envelope::decode(&bytes).unwrap(), now);
+    }
+    assert!(matches!(
+        c_state.reveal_password_field(&entry, "password"),
+        Err(kathon_core::model::ModelError::Vault(kathon_core::model::vault::VaultError::UnknownKey))
+    ));
+}
+
+#[test]
+fn wrong_and_expired_pairing_codes_fail_cleanly() {
+    let mut net = net(16);
+    let a = net.add_founder("a");
+    let registry_before = net.engine(a).state().unwrap().registry().certificates().count();
+    // A code with the right device tag and a wrong secret.
+    let now = net.now_ms;
+    let real = net.engine(a).new_pairing_code(now).unwrap();
+    let wrong = PairingCode { device_tag: real.device_tag, secret: [0; 16] };
+    let seed = [1u8; 32];
+    let joiner = kathon_core::sync::Engine::join(Config::default(), wrong, "intruder", seed, now);
+    let j = net.nodes.len();
+    net.push_engine(joiner);
+    net.connect(a, j);
+    net.run_for(2_000);
+    assert!(
+        refusals(&net, a).contains(&SessionError::BadPairingCode)
+            || refusals(&net, j)
+                .contains(&SessionError::RefusedByPeer(kathon_core::sync::RefuseReason::BadPairingCode))
+    );
+    // The right code after it expired.
+    net.disconnect(a, j);
+    let late = kathon_core::sync::Engine::join(Config::default(), real.clone(), "late", [2u8; 32], net.now_ms);
+    let k = net.nodes.len();
+    net.push_engine(late);
+    net.run_for(Config::default().pairing_code_ttl_ms + 1);
+    net.connect(a, k);
+    net.run_for(2_000);
+    assert!(net.engine(k).state().is_none(), "no identity for an expired code");
+    assert_eq!(net.engine(a).state().unwrap().registry().certificates().count(), registry_before, "nothing changed");
+    // Text form round trip and typo detection.
+    let text = real.to_text();
+    assert_eq!(PairingCode::parse(&text.to_lowercase()).unwrap(), real);
+    let typo = text.replacen('A', "B", 1);
+    assert!(PairingCode::parse(&typo).is_err() || typo == text);
+}
+
+#[test]
+fn both_devices_show_the_same_short_authentication_string() {
+    let mut net = net(17);
+    let a = net.add_founder("a");
+    let now = net.now_ms;
+    let code = net.engine(a).new_pairing_code(now).unwrap();
+    let joiner = kathon_core::sync::Engine::join(Config::default(), code, "b", [3u8; 32], now);
+    let b = net.nodes.len();
+    net.push_engine(joiner);
+    net.connect(a, b);
+    net.run_for(1_000);
+    let on_a = net.nodes[a].events.iter().find_map(|e| match e {
+        EngineEvent::PairingRequest { sas, peer, .. } => Some((sas.clone(), *peer)),
+        _ => None,
+    });
+    let on_b = net.nodes[b].events.iter().find_map(|e| match e {
+        EngineEvent::PairingSas { sas, .. } => Some(sas.clone()),
+        _ => None,
+    });
+    let (sas_a, peer) = on_a.unwrap();
+    assert_eq!(Some(sas_a.clone()), on_b);
+    assert_eq!(sas_a.len(), 7);
+    // Refusing on A ends it; nothing is issued.
+    let now = net.now_ms;
+    net.engine(a).confirm_pairing(peer, false, now).unwrap();
+    net.run_for(1_000);
+    assert!(net.engine(b).state().is_none());
+}
+
+#[test]
+fn stored_records_are_checked_on_load() {
+    let mut net = trio(18);
+    net.connect_all();
+    add(&mut net, 0, "one");
+    net.run_for(1_000);
+    let identity = net.nodes[0].storage[&RecordKey::Identity].clone();
+    let records: Vec<(RecordKey, Vec<u8>)> =
+        net.nodes[0].storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
+    let now = net.now_ms;
+    let load = |records: Vec<(RecordKey, Vec<u8>)>| {
+        kathon_core::sync::Engine::load(Config::default(), &identity, records, [7; 32], now)
+    };
+    let good = load(records.clone()).unwrap();
+    assert_eq!(good.state().unwrap().bookmarks().len(), 1);
+    assert!(good.audit().is_empty(), "a full audit of honest data finds nothing");
+    // One flipped bit anywhere in an envelope record is caught.
+    let (index, _) = records.iter().enumerate().find(|(_, (k, _))| matches!(k, RecordKey::Envelope(_))).unwrap();
+    for bit in [0usize, 40, 200] {
+        let mut tampered = records.clone();
+        let bytes = &mut tampered[index].1;
+        let at = bit.min(bytes.len() * 8 - 1);
+        bytes[at / 8] ^= 1 << (at % 8);
+        assert!(matches!(
+            load(tampered),
+            Err(kathon_core::sync::LoadError::Tampered(_) | kathon_core::sync::LoadError::Torn(..))
+        ));
+    }
+    // A torn (truncated) record too.
+    let mut torn = records.clone();
+    let len = torn[index].1.len();
+    torn[index].1.truncate(len / 2);
+    assert!(matches!(load(torn), Err(kathon_core::sync::LoadError::Torn(..))));
+    // A record moved under another key is caught.
+    let mut moved = records.clone();
+    moved[index].0 = RecordKey::Envelope(kathon_core::envelope::EnvelopeId(kathon_core::hash::Hash::ZERO));
+    assert!(load(moved).is_err());
+}

@@ -656,6 +656,11 @@ impl Engine {
         &self.durable
     }
 
+    /// Bytes held for peers: partial messages being reassembled and frames waiting to be sent.
+    pub fn buffered_bytes(&self) -> usize {
+        self.peers.values().map(|p| p.reassembler.buffered().saturating_add(p.outbox.iter().map(Vec::len).sum())).sum()
+    }
+
     /// Storage batches not yet acknowledged.
     pub fn pending_storage(&self) -> usize {
         self.storage_out.len().saturating_add(self.inflight.len())
