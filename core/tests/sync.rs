@@ -151,7 +151,7 @@ fn tampered_dropped_and_flooded_frames_do_no_harm() {
     // Flip a bit in one frame of twenty, in every direction.
     let mut rng = kathon_core::testing::rng_for_tests(5);
     net.tamper = Some(Box::new(move |_, _, mut frame| {
-        if rng.next_u64() % 20 == 0 && !frame.is_empty() {
+        if rng.next_u64().is_multiple_of(20) && !frame.is_empty() {
             let i = (rng.next_u64() as usize) % frame.len();
             frame[i] ^= 1 << (rng.next_u64() % 8);
         }
