@@ -442,3 +442,63 @@ fn stored_records_are_checked_on_load() {
     moved[index].0 = RecordKey::Envelope(kathon_core::envelope::EnvelopeId(kathon_core::hash::Hash::ZERO));
     assert!(load(moved).is_err());
 }
+
+/// Bytes needed to bring B up to date after `k` changes on A, both holding the 100,000-visit
+/// profile; and the number of frames.
+fn delta_cost(k: usize) -> (u64, u64, u64) {
+    let mut net = net(20 + k as u64);
+    let a = net.add_founder("a");
+    let b = net.add_paired(a, "b");
+    let profile = kathon_core::testing::Profile::generate(
+        1,
+        kathon_core::testing::ProfileSize { bookmarks: 0, visits: 100_000, passwords: 0, tabs: 0 },
+        net.now_ms,
+    );
+    let now = net.now_ms;
+    net.engine(a)
+        .transact(now, |e| {
+            for v in &profile.visits {
+                e.record_visit(&v.url, &v.title, v.at_ms, v.transition)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let before = net.bytes_sent;
+    net.run_for(5_000);
+    let full = net.bytes_sent - before;
+    assert!(net.converged());
+    assert_eq!(net.engine(b).state().unwrap().history_len(), 100_000);
+    // k small changes, each its own transaction, then sync.
+    let (bytes, frames) = (net.bytes_sent, net.frames_sent);
+    for i in 0..k {
+        let now = net.now_ms;
+        net.engine(a)
+            .transact(now, |e| {
+                e.add_bookmark(
+                    ItemId::MENU,
+                    None,
+                    NodeKind::Bookmark,
+                    &format!("change {i}"),
+                    Some("https://k.example/"),
+                )
+            })
+            .unwrap();
+    }
+    net.run_for(3_000);
+    assert!(net.converged());
+    (net.bytes_sent - bytes, net.frames_sent - frames, full)
+}
+
+#[test]
+fn incremental_sync_grows_with_the_changes_not_the_profile() {
+    let mut last = 0;
+    for k in [1usize, 10, 100] {
+        let (bytes, frames, full) = delta_cost(k);
+        eprintln!("k = {k}: {bytes} bytes in {frames} frames (full sync of the profile: {full} bytes)");
+        // A fixed cost (summaries of a few authors) plus a bounded cost per change.
+        assert!(bytes <= 4_096 + 2_048 * k as u64, "k = {k}: {bytes} bytes");
+        assert!(bytes * 100 < full, "k = {k}: {bytes} bytes is not small next to {full}");
+        assert!(bytes > last);
+        last = bytes;
+    }
+}

@@ -1133,6 +1133,11 @@ impl Engine {
                 return;
             }
         };
+        // The sender holds it: never relay it back.
+        if let Some(p) = self.peers.get_mut(&peer) {
+            let known = p.their_heads.entry(*envelope.author()).or_insert(0);
+            *known = (*known).max(envelope.seq());
+        }
         match state.receive(envelope, self.now_ms) {
             Ok(Received::Applied(_)) => self.persist_applied(),
             Ok(_) => {}
