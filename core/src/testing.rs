@@ -467,3 +467,156 @@ pub fn check_tree(state: &crate::model::BrowserState) -> Result<(), String> {
 pub fn rng_for_tests(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
 }
+
+/// Runs every decoder of untrusted bytes in the crate on `data` — the wire, storage, import and
+/// document formats, public and internal. For fuzzing (`fuzz/`) and the arbitrary-bytes pass of
+/// the normal tests: none may panic, hang or allocate beyond a bound.
+pub fn decode_everything(data: &[u8]) {
+    use crate::certificate::{DeviceCertificate, Revocation};
+    use crate::envelope::Envelope;
+    use crate::identity::{DeviceId, IdentityId};
+    use crate::register::RegisterValue;
+    let device = device_for_fuzzing();
+    let _ = Envelope::decode(data);
+    let _ = DeviceCertificate::decode(data);
+    let _ = Revocation::decode(data);
+    let _ = RegisterValue::decode(data);
+    let _ = crate::sync::Message::decode(data);
+    let _ = crate::sync::wire::Reassembler::default().push(data, 0);
+    let _ = crate::sync::IdentityBundle::decode(data);
+    let _ = crate::model::history::HistoryOp::decode(data);
+    let _ = crate::model::history::Visit::decode(data, device);
+    let _ = crate::model::entries::Layout::decode(data);
+    let _ = crate::model::schema::Place::decode(data);
+    let _ = crate::model::vault::Vault::sealed_with(data);
+    let _ = crate::sync::storage::open_record(&[0; 32], &crate::sync::RecordKey::Registry, data);
+    struct NoDoc;
+    impl crate::model::yupdate::DocView for NoDoc {
+        fn is_authors_client(&self, client: u64) -> bool {
+            client.is_multiple_of(2)
+        }
+        fn next_clock(&self, client: u64) -> u32 {
+            (client % 7) as u32
+        }
+    }
+    let _ = crate::model::yupdate::check_update(data, "a:00", 4, &NoDoc);
+    if let Ok(text) = core::str::from_utf8(data) {
+        let _ = text.parse::<IdentityId>();
+        let _ = text.parse::<DeviceId>();
+        let _ = text.parse::<ItemId>();
+        let _ = crate::sync::PairingCode::parse(text);
+        let _ = crate::sync::Fingerprint::parse(text);
+        let _ = crate::model::import::parse_netscape(text);
+        let _ = crate::model::import::parse_chromium_json(text);
+        let _ = crate::model::import::parse_password_csv(text);
+    }
+}
+
+fn device_for_fuzzing() -> crate::identity::DeviceId {
+    crate::identity::DeviceSecretKey::from_secret_bytes(&[9; 32]).public()
+}
+
+/// Drives a freshly created engine with `data` read as a sequence of inputs — connections opened
+/// and closed, frames (sometimes well-formed handshake messages, sometimes raw bytes), time
+/// passing — draining every output after each. For fuzzing the engine as a whole.
+pub fn drive_engine(data: &[u8]) {
+    use crate::sync::{Config, Engine, Fingerprint, Message, Purpose};
+    let Ok(mut engine) = Engine::create_identity(Config::default(), "fuzz", [5; 32], 1_764_000_000_000) else { return };
+    let fp = |n: u8| Fingerprint::parse(&format!("sha-256 {n:02X}:00")).unwrap_or_else(|| unreachable!());
+    let mut now = 1_764_000_000_000u64;
+    for chunk in data.split(|b| *b == 0xfe) {
+        let Some((&op, rest)) = chunk.split_first() else { continue };
+        let peer = u64::from(op & 0x03);
+        match op >> 2 {
+            0 => engine.handle_peer_up(peer, fp(1), fp(op), now),
+            1 => engine.handle_peer_down(peer),
+            2 => now = now.saturating_add(u64::from(rest.first().copied().unwrap_or(1)) * 97),
+            3 => {
+                let mut nonce = [0u8; 32];
+                for (n, b) in nonce.iter_mut().zip(rest) {
+                    *n = *b;
+                }
+                let hello = Message::Hello { version: 1, purpose: Purpose::Sync, nonce };
+                for frame in crate::sync::wire::frames(&hello.encode(), 1) {
+                    engine.handle_frame(peer, &frame, now);
+                }
+            }
+            4 => {
+                for frame in crate::sync::wire::frames(rest, u32::from(op)) {
+                    engine.handle_frame(peer, &frame, now);
+                }
+            }
+            _ => engine.handle_frame(peer, rest, now),
+        }
+        engine.handle_timeout(now);
+        while engine.poll_transmit().is_some() {}
+        while let Some(batch) = engine.poll_storage() {
+            engine.handle_storage_done(batch.id);
+        }
+        while engine.poll_event().is_some() {}
+    }
+}
+
+/// Feeds a replica envelopes built from `data`, read as chunks separated by `0xff 0xfe`: a chunk
+/// whose first byte is below `0x80` becomes the payload of an envelope **validly signed** by an
+/// enrolled device (a malicious device, then: only the content is hostile), the next in its
+/// chain; any other chunk is decoded as raw envelope bytes. For fuzzing the ingest path as a
+/// whole — the yrs update check, the yrs apply, history ops and visits.
+pub fn ingest_envelopes(data: &[u8]) {
+    use crate::certificate::{DeviceCertificate, DeviceName, DeviceRegistry, NEVER_EXPIRES};
+    use crate::envelope::{Envelope, UnsignedEnvelope};
+    use crate::hlc::Timestamp;
+    use crate::identity::{DeviceSecretKey, RootSecretKey};
+    use crate::model::{BrowserState, KIND_DOC_UPDATE, KIND_HISTORY, Received, Settings};
+    let root = RootSecretKey::from_secret_bytes(&[1; 32]);
+    let author = DeviceSecretKey::from_secret_bytes(&[2; 32]);
+    let replica = DeviceSecretKey::from_secret_bytes(&[3; 32]);
+    let mut registry = DeviceRegistry::new(root.public());
+    for (key, name) in [(&author, "author"), (&replica, "replica")] {
+        let Ok(name) = DeviceName::new(name) else { return };
+        let _ = registry.add_certificate(DeviceCertificate::issue(&root, key.public(), name, 0, NEVER_EXPIRES));
+    }
+    let Ok(mut state) = BrowserState::new(registry, replica, [4; 16], Settings::default()) else { return };
+    let now = 1_764_000_000_000u64;
+    let (mut seq, mut prev) = (1u64, None);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = rest.windows(2).position(|w| w == [0xff, 0xfe]).unwrap_or(rest.len());
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail.get(2..).unwrap_or_default();
+        let Some((&first, body)) = chunk.split_first() else { continue };
+        if first < 0x80 {
+            let kind = if first & 1 == 0 { KIND_DOC_UPDATE } else { KIND_HISTORY };
+            let (payload, attachments) = if kind == KIND_DOC_UPDATE {
+                let mut p = vec![0u8; 16];
+                p.extend_from_slice(body);
+                (p, Vec::new())
+            } else {
+                let mut parts = body.split(|b| *b == 0xfd);
+                let op = parts.next().unwrap_or_default().to_vec();
+                (op, parts.filter(|p| !p.is_empty()).map(<[u8]>::to_vec).take(64).collect())
+            };
+            let unsigned = UnsignedEnvelope {
+                kind,
+                seq,
+                prev,
+                hlc: Timestamp::from_wall_ms(now),
+                parents: vec![],
+                payload,
+                attachments,
+            };
+            let Ok(envelope) = Envelope::sign(&author, state.identity(), unsigned) else { continue };
+            let id = envelope.id();
+            if let Ok(decoded) = Envelope::decode(&envelope.encode())
+                && let Ok(Received::Applied(_)) = state.receive(decoded, now)
+            {
+                seq = seq.saturating_add(1);
+                prev = Some(id);
+            }
+        } else if let Ok(envelope) = Envelope::decode(body) {
+            let _ = state.receive(envelope, now);
+        }
+    }
+    let _ = state.encode_state();
+    let _ = state.to_json();
+}

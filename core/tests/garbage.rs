@@ -183,3 +183,49 @@ fn trailing_bytes_are_refused() {
         assert!(RegisterValue::decode(&bytes).is_err());
     }
 }
+
+#[test]
+fn every_decoder_in_the_crate_survives_arbitrary_bytes() {
+    let mut rng = common::rng(14);
+    for len in (0..=4096usize).step_by(3) {
+        let mut input = vec![0u8; len];
+        rng.fill_bytes(&mut input);
+        // Steer the first byte at a known format or message tag a third of the time.
+        if let Some(first) = input.first_mut()
+            && len % 3 == 0
+        {
+            *first = [0x11, 0x21, 0x31, 0x41, 0x51, 0x61, 0x71, 0x91, 0xa1, 1, 2, 4, 5, 6, 7, 8, 9, 10][len % 18];
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let peak = counting::peak_during(|| kathon_core::testing::decode_everything(&input));
+            assert!(peak <= 64 * 1024 + 32 * input.len(), "{peak} bytes allocated for a {len}-byte input");
+        }
+        #[cfg(target_arch = "wasm32")]
+        kathon_core::testing::decode_everything(&input);
+    }
+}
+
+#[test]
+fn the_engine_survives_arbitrary_input_sequences() {
+    let mut rng = common::rng(15);
+    for round in 0..64 {
+        let mut input = vec![0u8; 64 + round * 37];
+        rng.fill_bytes(&mut input);
+        kathon_core::testing::drive_engine(&input);
+    }
+}
+
+#[test]
+fn validly_signed_hostile_payloads_are_refused_without_panic() {
+    let mut rng = common::rng(16);
+    for round in 0..128 {
+        let mut input = vec![0u8; 16 + round * 29];
+        rng.fill_bytes(&mut input);
+        // Mostly signed envelopes: keep first bytes of chunks low.
+        for b in input.iter_mut().step_by(41) {
+            *b &= 0x7f;
+        }
+        kathon_core::testing::ingest_envelopes(&input);
+    }
+}

@@ -239,7 +239,8 @@ impl Layout {
         w.into_bytes()
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes an untrusted layout.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         r.format("layout", LAYOUT_FORMAT)?;
         let windows = r.u8("window count")?;

@@ -1,0 +1,8 @@
+//! Every decoder of untrusted bytes in kathon-core: wire messages and frames, envelopes,
+//! certificates, revocations, register values, document values, stored records, identity
+//! bundles, yrs updates (the structural check), IDs, pairing codes and the import formats.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kathon_core::testing::decode_everything(data);
+});
