@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::all(&mut runner),
         Some("build-wasm") => build_wasm(&mut runner).map(|_| ()),
         Some("soak") => soak(&mut runner, args.get(1).map(String::as_str)),
+        Some("fuzz") => fuzz(&mut runner, args.get(1).map(String::as_str)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -54,7 +55,8 @@ commands:
   run [ARGS]   the main job: set up, build and start the bridge (ARGS go to kathon-bridge run)
   setup        only install what the tests and the demo need
   build-wasm   build the browser .wasm and check its imports
-  soak [N]     N random convergence schedules beyond the ones CI runs (default 200000)";
+  soak [N]     N random model and engine schedules beyond the ones CI runs (default 200000)
+  fuzz [SECS]  run every cargo-fuzz target for SECS seconds each (default 600; needs nightly)";
 
 /// The repository root (xtask lives one level below it).
 pub(crate) fn root() -> PathBuf {
@@ -129,13 +131,42 @@ fn build_wasm(runner: &mut Runner) -> Result<PathBuf, TaskError> {
 /// Long campaigns, outside CI: many more random schedules, from seeds CI does not run.
 fn soak(runner: &mut Runner, count: Option<&str>) -> Result<(), TaskError> {
     let count = count.unwrap_or("200000");
-    runner.step(&format!("{count} convergence schedules (release build)"), || {
+    runner.step(&format!("{count} model convergence schedules (release build)"), || {
         Cmd::new("cargo")
             .args(["test", "--release", "--locked", "-p", "kathon-core", "--test", "convergence"])
             .env("KATHON_SCHEDULES", count)
             .env("KATHON_SEED_BASE", "1000000")
             .run()
+    })?;
+    runner.step(&format!("{count} engine schedules in the simulated network (release build)"), || {
+        Cmd::new("cargo")
+            .args(["test", "--release", "--locked", "-p", "kathon-core", "--test", "sim_schedules"])
+            .env("KATHON_SIM_SCHEDULES", count)
+            .env("KATHON_SEED_BASE", "1000000")
+            .run()
     })
+}
+
+/// Each fuzz target for a while (libFuzzer, nightly); crashers land in `fuzz/artifacts/`.
+fn fuzz(runner: &mut Runner, seconds: Option<&str>) -> Result<(), TaskError> {
+    let seconds = seconds.unwrap_or("600");
+    runner.step("install cargo-fuzz if missing", || {
+        if util::have_cargo_subcommand("fuzz") {
+            return Ok(());
+        }
+        Cmd::new("cargo").args(["install", "cargo-fuzz"]).run()
+    })?;
+    for target in ["decoders", "envelope_ingest", "engine"] {
+        runner.step(&format!("fuzz {target} for {seconds} s"), || {
+            Cmd::new("cargo")
+                .args(["+nightly", "fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .args(["-rss_limit_mb=512", "-max_len=8192", "-print_final_stats=1"])
+                .current_dir(root().join("fuzz"))
+                .run()
+        })?;
+    }
+    Ok(())
 }
 
 fn run(runner: &mut Runner, args: &[String]) -> Result<(), TaskError> {

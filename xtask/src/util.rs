@@ -100,6 +100,11 @@ impl Cmd {
         self
     }
 
+    pub(crate) fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.inner.current_dir(dir.as_ref());
+        self
+    }
+
     pub(crate) fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.inner.env(key, value);
         self
@@ -126,6 +131,11 @@ impl Cmd {
             )))
         }
     }
+}
+
+/// Whether `cargo <name>` exists.
+pub(crate) fn have_cargo_subcommand(name: &str) -> bool {
+    Command::new("cargo").args([name, "--version"]).output().is_ok_and(|o| o.status.success())
 }
 
 /// Whether `program` can be started (found on `PATH`).
