@@ -3,7 +3,13 @@
 //! with full verification (decode, verify every envelope and every register value, apply).
 //!
 //! `cargo bench -p kathon-benches --bench profile` (`KATHON_PROFILE=small` for a quick run).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::Duration;
 

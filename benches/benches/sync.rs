@@ -3,7 +3,13 @@
 //! trips (time to converge over the round-trip time). Prints a table; no timing assertions.
 //!
 //! `cargo bench -p kathon-benches --bench sync` (`KATHON_PROFILE=small` for a quick run).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use kathon_core::model::schema::{ItemId, NodeKind};
 use kathon_core::sim::{Faults, SimNet};
