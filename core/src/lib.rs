@@ -80,6 +80,7 @@ pub mod hlc;
 pub mod identity;
 pub mod model;
 pub mod register;
+pub mod signaling;
 #[cfg(feature = "test-util")]
 pub mod sim;
 pub mod sync;
