@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some("run") => run(&mut runner, args.get(1..).unwrap_or_default()),
         Some("setup") => setup::all(&mut runner),
         Some("build-wasm") => build_wasm(&mut runner).map(|_| ()),
+        Some("build-pkg") => build_pkg(&mut runner),
         Some("soak") => soak(&mut runner, args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz(&mut runner, args.get(1).map(String::as_str)),
         _ => {
@@ -55,6 +56,7 @@ commands:
   run [ARGS]   the main job: set up, build and start the bridge (ARGS go to kathon-bridge run)
   setup        only install what the tests and the demo need
   build-wasm   build the browser .wasm and check its imports
+  build-pkg    build the npm package in pkg/ (web target at the root, bundler target in pkg/bundler)
   soak [N]     N random model and engine schedules beyond the ones CI runs (default 200000)
   fuzz [SECS]  run every cargo-fuzz target for SECS seconds each (default 600; needs nightly)";
 
@@ -167,6 +169,33 @@ fn fuzz(runner: &mut Runner, seconds: Option<&str>) -> Result<(), TaskError> {
         })?;
     }
     Ok(())
+}
+
+/// Generates the npm package: wasm-bindgen's `web` target at the package root (works with Vite
+/// and plain ES modules) and its `bundler` target under `bundler/` (webpack 5). Prints the
+/// `.wasm` size raw and gzipped. Debian's `wasm-opt` breaks this output, so none is used.
+fn build_pkg(runner: &mut Runner) -> Result<(), TaskError> {
+    let wasm = build_wasm(runner)?;
+    let pkg = root().join("pkg");
+    runner.step("wasm-bindgen: web target into pkg/, bundler target into pkg/bundler/", || {
+        for (target, dir) in [("web", pkg.clone()), ("bundler", pkg.join("bundler"))] {
+            Cmd::new("wasm-bindgen")
+                .args(["--target", target, "--remove-name-section", "--remove-producers-section", "--out-dir"])
+                .arg(&dir)
+                .arg(&wasm)
+                .run()?;
+        }
+        Ok(())
+    })?;
+    runner.step("package size", || {
+        let path = pkg.join("kathon_wasm_bg.wasm");
+        let bytes = std::fs::read(&path).map_err(|e| TaskError::io(&path, e))?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &bytes).map_err(|e| TaskError::io(&path, e))?;
+        let gzipped = gz.finish().map_err(|e| TaskError::io(&path, e))?.len();
+        println!("    kathon_wasm_bg.wasm: {} bytes raw, {gzipped} bytes gzipped (-9)", bytes.len());
+        Ok(())
+    })
 }
 
 fn run(runner: &mut Runner, args: &[String]) -> Result<(), TaskError> {

@@ -1191,6 +1191,12 @@ impl Engine {
         self.storage_out.push_back(StorageBatch { id, puts });
     }
 
+    /// Writes the identity record again (the driver seals it, for example after the user set a
+    /// passphrase).
+    pub fn persist_identity(&mut self) {
+        self.store_identity();
+    }
+
     fn store_identity(&mut self) {
         let key = self.bundle.storage_key;
         let bytes = storage::seal_record(&key, &RecordKey::Identity, &self.bundle.encode());

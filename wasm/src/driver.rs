@@ -1,0 +1,578 @@
+//! The browser driver of the engine: it moves bytes between the engine and the data channels,
+//! records between the engine and IndexedDB, signals between the engine's peers and the bridge,
+//! and time into the engine. It makes no protocol decisions.
+//!
+//! Everything lives in one `Rc<RefCell<Inner>>`. A borrow is never held across an `await` or
+//! while calling back into JavaScript (event listeners run after the borrow is released), so a
+//! listener may call back into the store without a re-entrancy trap.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use js_sys::{Array, Uint8Array};
+use kathon_core::signaling::{RtcSignal, Signal};
+use kathon_core::sync::{Config, Engine, EngineEvent, PeerKey, RecordKey, StorageBatch};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{RtcDataChannel, RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit};
+
+use crate::idb_store::Db;
+use crate::util::{now_ms, warn};
+
+pub(crate) type Shared = Rc<RefCell<Inner>>;
+
+/// What the passphrase protects: the key derived from it, so re-sealing needs no new Argon2 run.
+pub(crate) struct SealKey {
+    pub(crate) passphrase: zeroize::Zeroizing<String>,
+}
+
+/// A WebRTC connection to one remote endpoint.
+pub(crate) struct RtcPeer {
+    pub(crate) pc: RtcPeerConnection,
+    pub(crate) dc: RtcDataChannel,
+    pub(crate) up: bool,
+    _closures: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+/// How signals reach the bridge.
+pub(crate) enum SignalingLink {
+    /// A WebSocket to the local bridge.
+    Socket { ws: web_sys::WebSocket, _closures: Vec<Closure<dyn FnMut(JsValue)>>, url: String },
+    /// A function the app supplied (tests, or a custom transport).
+    Custom(js_sys::Function),
+}
+
+/// Counters for the sync panel.
+#[derive(Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SyncStatus {
+    pub(crate) bridge: String,
+    pub(crate) peers_found: usize,
+    pub(crate) last_sync_ms: u64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) pending_storage: usize,
+}
+
+/// A sealed identity record and the other records, waiting for the passphrase.
+pub(crate) type Locked = (Vec<u8>, Vec<(RecordKey, Vec<u8>)>);
+
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) db: Rc<Db>,
+    pub(crate) config: Config,
+    pub(crate) engine: Option<Engine>,
+    /// The stored identity, sealed, waiting for `unlock`.
+    pub(crate) locked: Option<Locked>,
+    pub(crate) seal: Option<SealKey>,
+    pub(crate) storage_queue: VecDeque<StorageBatch>,
+    pub(crate) storage_busy: bool,
+    pub(crate) storage_retry_at: u64,
+    pub(crate) cert: Option<web_sys::RtcCertificate>,
+    pub(crate) endpoint: String,
+    pub(crate) signaling: Option<SignalingLink>,
+    pub(crate) rtc: BTreeMap<PeerKey, RtcPeer>,
+    pub(crate) by_endpoint: BTreeMap<String, PeerKey>,
+    pub(crate) known_endpoints: BTreeMap<String, String>,
+    pub(crate) next_peer: PeerKey,
+    pub(crate) listeners: Vec<(u32, String, js_sys::Function)>,
+    pub(crate) next_listener: u32,
+    pub(crate) timer: Option<i32>,
+    pub(crate) timer_closure: Option<Closure<dyn FnMut()>>,
+    pub(crate) pairing_topic: Option<String>,
+    pub(crate) status: SyncStatus,
+    pub(crate) closed: bool,
+}
+
+impl Inner {
+    pub(crate) fn new(name: String, db: Rc<Db>, endpoint: String) -> Self {
+        Self {
+            name,
+            db,
+            config: Config::default(),
+            engine: None,
+            locked: None,
+            seal: None,
+            storage_queue: VecDeque::new(),
+            storage_busy: false,
+            storage_retry_at: 0,
+            cert: None,
+            endpoint,
+            signaling: None,
+            rtc: BTreeMap::new(),
+            by_endpoint: BTreeMap::new(),
+            known_endpoints: BTreeMap::new(),
+            next_peer: 1,
+            listeners: Vec::new(),
+            next_listener: 1,
+            timer: None,
+            timer_closure: None,
+            pairing_topic: None,
+            status: SyncStatus::default(),
+            closed: false,
+        }
+    }
+}
+
+/// Runs the engine after an input: time, frames out, storage, events, the next timer.
+pub(crate) fn drive(shared: &Shared) {
+    let mut events = Vec::new();
+    {
+        let Ok(mut guard) = shared.try_borrow_mut() else {
+            // Re-entered from a callback: run again right after.
+            schedule(shared, 0);
+            return;
+        };
+        let inner = &mut *guard;
+        if inner.closed {
+            return;
+        }
+        let now = now_ms();
+        let Some(engine) = inner.engine.as_mut() else { return };
+        engine.handle_timeout(now);
+        // Frames: send until the data channel's buffer fills; `bufferedamountlow` resumes.
+        while let Some(t) = engine.poll_transmit() {
+            if let Some(peer) = inner.rtc.get(&t.peer)
+                && peer.up
+            {
+                if peer.dc.send_with_u8_array(&t.frame).is_err() {
+                    warn("kathon: a data channel refused a frame");
+                }
+                if peer.dc.buffered_amount() < 64 * 1024 {
+                    engine.handle_drained(t.peer);
+                }
+            }
+        }
+        while let Some(batch) = engine.poll_storage() {
+            inner.storage_queue.push_back(batch);
+        }
+        while let Some(e) = engine.poll_event() {
+            if let EngineEvent::Committed(_) = &e {
+                inner.status.last_sync_ms = now;
+            }
+            events.push(e);
+        }
+        inner.status.pending_storage = inner.storage_queue.len().saturating_add(engine.pending_storage());
+        let next = engine.poll_timeout();
+        let start_writer = !inner.storage_busy && !inner.storage_queue.is_empty() && now >= inner.storage_retry_at;
+        if start_writer {
+            inner.storage_busy = true;
+        }
+        let delay = match (next, inner.storage_busy || inner.storage_queue.is_empty()) {
+            (Some(t), true) => Some(t.saturating_sub(now)),
+            (Some(t), false) => Some(t.saturating_sub(now).min(inner.storage_retry_at.saturating_sub(now))),
+            (None, false) => Some(inner.storage_retry_at.saturating_sub(now)),
+            (None, true) => None,
+        };
+        drop(guard);
+        if start_writer {
+            spawn_local(write_storage(shared.clone()));
+        }
+        if let Some(delay) = delay {
+            schedule(shared, i32::try_from(delay.min(60_000)).unwrap_or(60_000));
+        }
+    }
+    dispatch(shared, events);
+}
+
+/// Arms the engine's timer.
+pub(crate) fn schedule(shared: &Shared, delay_ms: i32) {
+    let Ok(mut inner) = shared.try_borrow_mut() else { return };
+    if let Some(handle) = inner.timer.take() {
+        crate::util::clear_timeout(handle);
+    }
+    let weak = Rc::downgrade(shared);
+    let closure = Closure::<dyn FnMut()>::new(move || {
+        if let Some(shared) = weak.upgrade() {
+            drive(&shared);
+        }
+    });
+    inner.timer = crate::util::set_timeout(&closure, delay_ms.max(0));
+    inner.timer_closure = Some(closure);
+}
+
+/// Writes queued storage batches one at a time, each in one strict transaction.
+async fn write_storage(shared: Shared) {
+    loop {
+        let next = {
+            let Ok(mut inner) = shared.try_borrow_mut() else { break };
+            inner.storage_queue.pop_front().map(|b| (b, inner.db.clone(), inner.seal.as_ref().map(|s| s.passphrase.clone())))
+        };
+        let Some((batch, db, passphrase)) = next else { break };
+        let mut puts = Vec::with_capacity(batch.puts.len());
+        let mut failed = None;
+        for (key, bytes) in &batch.puts {
+            let value = match (key, &passphrase) {
+                (RecordKey::Identity, Some(passphrase)) => match crate::seal_identity(passphrase, bytes) {
+                    Ok(sealed) => sealed,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
+                _ => bytes.clone(),
+            };
+            puts.push((key.to_text(), value));
+        }
+        let result = match failed {
+            Some(e) => Err(e),
+            None => db.write(&puts).await,
+        };
+        let Ok(mut inner) = shared.try_borrow_mut() else { break };
+        match result {
+            Ok(()) => {
+                if let Some(engine) = inner.engine.as_mut() {
+                    engine.handle_storage_done(batch.id);
+                }
+            }
+            Err(e) => {
+                let message = js_sys::Reflect::get(&e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string()).unwrap_or_default();
+                let id = batch.id;
+                if let Some(engine) = inner.engine.as_mut() {
+                    engine.handle_storage_failed(id, batch, &message);
+                }
+                inner.status.last_error = Some(message);
+                inner.storage_retry_at = now_ms().saturating_add(1_000);
+                // The engine offers the batch again; stop here and let `drive` retry later.
+                inner.storage_queue.clear();
+                break;
+            }
+        }
+    }
+    if let Ok(mut inner) = shared.try_borrow_mut() {
+        inner.storage_busy = false;
+    }
+    drive(&shared);
+}
+
+/// Calls the listeners of each event, outside any borrow.
+pub(crate) fn dispatch(shared: &Shared, events: Vec<EngineEvent>) {
+    for event in events {
+        let (kind, value) = crate::events::to_js(&event);
+        if kind == "peers" {
+            update_peer_topics(shared);
+        }
+        let listeners: Vec<js_sys::Function> = match shared.try_borrow() {
+            Ok(inner) => inner.listeners.iter().filter(|(_, k, _)| k == kind || k == "*").map(|(_, _, f)| f.clone()).collect(),
+            Err(_) => Vec::new(),
+        };
+        for f in listeners {
+            if let Err(e) = f.call1(&JsValue::NULL, &value) {
+                web_sys::console::error_2(&JsValue::from_str("kathon: an event listener threw"), &e);
+            }
+        }
+    }
+}
+
+/// Emits an app-level event that does not come from the engine.
+pub(crate) fn emit(shared: &Shared, kind: &str, value: JsValue) {
+    let listeners: Vec<js_sys::Function> = match shared.try_borrow() {
+        Ok(inner) => inner.listeners.iter().filter(|(_, k, _)| k == kind || k == "*").map(|(_, _, f)| f.clone()).collect(),
+        Err(_) => Vec::new(),
+    };
+    for f in listeners {
+        let _ = f.call1(&JsValue::NULL, &value);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Signaling
+// ------------------------------------------------------------------------------------------------
+
+/// The topics this endpoint should be in.
+pub(crate) fn topics(inner: &Inner) -> Vec<String> {
+    let mut topics = Vec::new();
+    if let Some(identity) = inner.engine.as_ref().and_then(Engine::identity) {
+        topics.extend(kathon_core::signaling::identity_topics(&identity, now_ms()));
+    }
+    if let Some(t) = &inner.pairing_topic {
+        topics.push(t.clone());
+    }
+    topics
+}
+
+/// Sends a signal to the bridge.
+pub(crate) fn send_signal(shared: &Shared, signal: &Signal) {
+    let text = signal.to_json();
+    let Ok(inner) = shared.try_borrow() else { return };
+    match &inner.signaling {
+        Some(SignalingLink::Socket { ws, .. }) if ws.ready_state() == web_sys::WebSocket::OPEN => {
+            let _ = ws.send_with_str(&text);
+        }
+        Some(SignalingLink::Socket { .. }) => {}
+        Some(SignalingLink::Custom(f)) => {
+            let f = f.clone();
+            drop(inner);
+            if let Err(e) = f.call1(&JsValue::NULL, &JsValue::from_str(&text)) {
+                web_sys::console::error_2(&JsValue::from_str("kathon: the signaling function threw"), &e);
+            }
+        }
+        None => {}
+    }
+}
+
+/// (Re)joins the current topics.
+pub(crate) fn update_peer_topics(shared: &Shared) {
+    let (endpoint, topics) = match shared.try_borrow() {
+        Ok(inner) if inner.signaling.is_some() => (inner.endpoint.clone(), topics(&inner)),
+        _ => return,
+    };
+    if !topics.is_empty() {
+        send_signal(shared, &Signal::Join { endpoint, topics });
+    }
+}
+
+/// A signal from the bridge.
+pub(crate) fn handle_signal_text(shared: &Shared, text: &str) {
+    let signal = match Signal::parse(text) {
+        Ok(s) => s,
+        Err(e) => {
+            warn(&format!("kathon: ignoring a bad signaling message: {e}"));
+            return;
+        }
+    };
+    match signal {
+        Signal::Peer { endpoint, topic } => {
+            let (offer, already) = match shared.try_borrow_mut() {
+                Ok(mut inner) => {
+                    inner.known_endpoints.insert(endpoint.clone(), topic);
+                    inner.status.peers_found = inner.known_endpoints.len();
+                    (inner.endpoint < endpoint, inner.by_endpoint.contains_key(&endpoint))
+                }
+                Err(_) => return,
+            };
+            emit(shared, "peers", crate::util::to_js(&serde_json::json!({"found": endpoint})));
+            if offer && !already {
+                spawn_local(connect(shared.clone(), endpoint));
+            }
+        }
+        Signal::PeerLeft { endpoint } => {
+            if let Ok(mut inner) = shared.try_borrow_mut() {
+                inner.known_endpoints.remove(&endpoint);
+                inner.status.peers_found = inner.known_endpoints.len();
+            }
+        }
+        Signal::Relay { from, payload, .. } => match payload {
+            RtcSignal::Offer { sdp } => spawn_local(answer(shared.clone(), from, sdp)),
+            RtcSignal::Answer { sdp } => spawn_local(accept_answer(shared.clone(), from, sdp)),
+            _ => {}
+        },
+        Signal::Error { message } => {
+            if let Ok(mut inner) = shared.try_borrow_mut() {
+                inner.status.last_error = Some(format!("bridge: {message}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// WebRTC
+// ------------------------------------------------------------------------------------------------
+
+fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
+    let mut inner = shared.try_borrow_mut().map_err(|_| crate::error::state("busy", "store busy"))?;
+    // A new offer for a known endpoint replaces its old connection.
+    if let Some(old) = inner.by_endpoint.remove(endpoint) {
+        if let Some(p) = inner.rtc.remove(&old) {
+            p.pc.close();
+        }
+        if let Some(engine) = inner.engine.as_mut() {
+            engine.handle_peer_down(old);
+        }
+    }
+    let key = inner.next_peer;
+    inner.next_peer = inner.next_peer.saturating_add(1);
+    let config = web_sys::RtcConfiguration::new();
+    config.set_ice_servers(&Array::new()); // no STUN, no TURN: host candidates on the LAN only
+    if let Some(cert) = &inner.cert {
+        config.set_certificates(&Array::of1(cert));
+    }
+    let pc = RtcPeerConnection::new_with_configuration(&config).map_err(|e| crate::error::network("webrtc", &format!("{e:?}")))?;
+    let init = web_sys::RtcDataChannelInit::new();
+    init.set_negotiated(true);
+    init.set_id(0);
+    init.set_ordered(true);
+    // Negotiated on both sides: no `ondatachannel`, so no first message lost inside it.
+    let dc = pc.create_data_channel_with_data_channel_dict("kathon", &init);
+    dc.set_binary_type(web_sys::RtcDataChannelType::Arraybuffer);
+    dc.set_buffered_amount_low_threshold(64 * 1024);
+    let mut closures: Vec<Closure<dyn FnMut(JsValue)>> = Vec::new();
+    let weak = Rc::downgrade(shared);
+    let on_open = Closure::<dyn FnMut(JsValue)>::new({
+        let weak = weak.clone();
+        move |_| {
+            let Some(shared) = weak.upgrade() else { return };
+            if let Ok(mut inner) = shared.try_borrow_mut() {
+                let inner = &mut *inner;
+                let Some(peer) = inner.rtc.get_mut(&key) else { return };
+                let local = peer.pc.local_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
+                let remote = peer.pc.remote_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
+                peer.up = true;
+                if let (Some(local), Some(remote), Some(engine)) = (local, remote, inner.engine.as_mut()) {
+                    engine.handle_peer_up(key, local, remote, now_ms());
+                }
+            }
+            drive(&shared);
+        }
+    });
+    dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    closures.push(on_open);
+    let on_message = Closure::<dyn FnMut(JsValue)>::new({
+        let weak = weak.clone();
+        move |event: JsValue| {
+            let Some(shared) = weak.upgrade() else { return };
+            let Ok(event) = event.dyn_into::<web_sys::MessageEvent>() else { return };
+            let bytes = Uint8Array::new(&event.data()).to_vec();
+            if let Ok(mut inner) = shared.try_borrow_mut()
+                && let Some(engine) = inner.engine.as_mut()
+            {
+                engine.handle_frame(key, &bytes, now_ms());
+            }
+            drive(&shared);
+        }
+    });
+    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    closures.push(on_message);
+    let on_low = Closure::<dyn FnMut(JsValue)>::new({
+        let weak = weak.clone();
+        move |_| {
+            let Some(shared) = weak.upgrade() else { return };
+            if let Ok(mut inner) = shared.try_borrow_mut()
+                && let Some(engine) = inner.engine.as_mut()
+            {
+                engine.handle_drained(key);
+            }
+            drive(&shared);
+        }
+    });
+    dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
+    closures.push(on_low);
+    let on_close = Closure::<dyn FnMut(JsValue)>::new({
+        let weak = weak.clone();
+        let endpoint = endpoint.to_owned();
+        move |_| {
+            let Some(shared) = weak.upgrade() else { return };
+            peer_gone(&shared, key, &endpoint);
+        }
+    });
+    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    closures.push(on_close);
+    let on_state = Closure::<dyn FnMut(JsValue)>::new({
+        let endpoint = endpoint.to_owned();
+        move |_| {
+            let Some(shared) = weak.upgrade() else { return };
+            let failed = shared
+                .try_borrow()
+                .ok()
+                .and_then(|inner| inner.rtc.get(&key).map(|p| p.pc.connection_state()))
+                .is_some_and(|s| matches!(s, web_sys::RtcPeerConnectionState::Failed | web_sys::RtcPeerConnectionState::Closed));
+            if failed {
+                peer_gone(&shared, key, &endpoint);
+            }
+        }
+    });
+    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+    closures.push(on_state);
+    inner.rtc.insert(key, RtcPeer { pc, dc, up: false, _closures: closures });
+    inner.by_endpoint.insert(endpoint.to_owned(), key);
+    Ok(key)
+}
+
+/// A connection ended: tell the engine, and try again later if the endpoint is still around.
+fn peer_gone(shared: &Shared, key: PeerKey, endpoint: &str) {
+    let retry = {
+        let Ok(mut inner) = shared.try_borrow_mut() else { return };
+        let Some(peer) = inner.rtc.remove(&key) else { return };
+        peer.pc.close();
+        if inner.by_endpoint.get(endpoint) == Some(&key) {
+            inner.by_endpoint.remove(endpoint);
+        }
+        if let Some(engine) = inner.engine.as_mut() {
+            engine.handle_peer_down(key);
+        }
+        !inner.closed && inner.known_endpoints.contains_key(endpoint) && inner.endpoint.as_str() < endpoint
+    };
+    emit(shared, "peers", crate::util::to_js(&serde_json::json!({"closed": endpoint})));
+    if retry {
+        let shared = shared.clone();
+        let endpoint = endpoint.to_owned();
+        spawn_local(async move {
+            crate::util::sleep(2_000).await;
+            let again = shared.try_borrow().is_ok_and(|i| !i.closed && !i.by_endpoint.contains_key(&endpoint) && i.known_endpoints.contains_key(&endpoint));
+            if again {
+                connect(shared, endpoint).await;
+            }
+        });
+    }
+    drive(shared);
+}
+
+async fn wait_for_candidates(pc: &RtcPeerConnection) {
+    // Non-trickle: wait until gathering completes (or 2 s), so the description carries them.
+    for _ in 0..40 {
+        if pc.ice_gathering_state() == web_sys::RtcIceGatheringState::Complete {
+            return;
+        }
+        crate::util::sleep(50).await;
+    }
+}
+
+fn local_sdp(pc: &RtcPeerConnection) -> String {
+    pc.local_description().map(|d| d.sdp()).unwrap_or_default()
+}
+
+/// Opens a connection to `endpoint` (this side offers).
+pub(crate) async fn connect(shared: Shared, endpoint: String) {
+    let result: Result<(), JsValue> = async {
+        let key = new_peer(&shared, &endpoint)?;
+        let pc = shared.try_borrow().ok().and_then(|i| i.rtc.get(&key).map(|p| p.pc.clone())).ok_or(JsValue::NULL)?;
+        let offer = JsFuture::from(pc.create_offer()).await?;
+        let sdp = js_sys::Reflect::get(&offer, &JsValue::from_str("sdp"))?.as_string().unwrap_or_default();
+        let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+        init.set_sdp(&sdp);
+        JsFuture::from(pc.set_local_description(&init)).await?;
+        wait_for_candidates(&pc).await;
+        let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
+        send_signal(&shared, &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Offer { sdp: local_sdp(&pc) } });
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        warn(&format!("kathon: could not offer a connection to {endpoint}: {e:?}"));
+    }
+}
+
+async fn answer(shared: Shared, endpoint: String, sdp: String) {
+    let result: Result<(), JsValue> = async {
+        let key = new_peer(&shared, &endpoint)?;
+        let pc = shared.try_borrow().ok().and_then(|i| i.rtc.get(&key).map(|p| p.pc.clone())).ok_or(JsValue::NULL)?;
+        let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+        init.set_sdp(&sdp);
+        JsFuture::from(pc.set_remote_description(&init)).await?;
+        let answer = JsFuture::from(pc.create_answer()).await?;
+        let answer_sdp = js_sys::Reflect::get(&answer, &JsValue::from_str("sdp"))?.as_string().unwrap_or_default();
+        let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+        init.set_sdp(&answer_sdp);
+        JsFuture::from(pc.set_local_description(&init)).await?;
+        wait_for_candidates(&pc).await;
+        let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
+        send_signal(&shared, &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Answer { sdp: local_sdp(&pc) } });
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        warn(&format!("kathon: could not answer {endpoint}: {e:?}"));
+    }
+}
+
+async fn accept_answer(shared: Shared, endpoint: String, sdp: String) {
+    let pc = shared.try_borrow().ok().and_then(|i| i.by_endpoint.get(&endpoint).and_then(|k| i.rtc.get(k)).map(|p| p.pc.clone()));
+    let Some(pc) = pc else { return };
+    let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+    init.set_sdp(&sdp);
+    if let Err(e) = JsFuture::from(pc.set_remote_description(&init)).await {
+        warn(&format!("kathon: bad answer from {endpoint}: {e:?}"));
+    }
+}

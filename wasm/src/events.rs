@@ -1,0 +1,73 @@
+//! Engine events as plain JavaScript objects, by listener kind.
+//!
+//! | kind | object |
+//! |---|---|
+//! | `change` | `{ kind: "bookmark" \| "history" \| "password" \| "workspace" \| "key", id?, by, local }` |
+//! | `committed` | `{ envelopes: number }` (local changes are durable) |
+//! | `peers` | `{ authenticated?: {peer, device, name} , refused?: {peer, reason, message} }` |
+//! | `pairing` | `{ request?: {peer, device, name, sas}, sas?: string, paired?: identity }` |
+//! | `alert` | `{ massDeletion?: {envelope, author, deletes, total}, equivocation?: device, clientCollision?: … }` |
+//! | `error` | `{ code, message }` |
+
+use kathon_core::model::Event;
+use kathon_core::sync::EngineEvent;
+use serde_json::json;
+use wasm_bindgen::JsValue;
+
+use crate::util::to_js as value_to_js;
+
+pub(crate) fn to_js(event: &EngineEvent) -> (&'static str, JsValue) {
+    let (kind, value) = match event {
+        EngineEvent::Model(Event::Changed { kind, id, by, local }) => (
+            "change",
+            json!({ "kind": kind, "id": id.map(|i| i.to_string()), "by": by.to_string(), "local": local }),
+        ),
+        EngineEvent::Model(Event::MassDeletionHeld { envelope, author, deletes, total }) => (
+            "alert",
+            json!({ "massDeletion": { "envelope": envelope.to_string(), "author": author.to_string(), "deletes": deletes, "total": total } }),
+        ),
+        EngineEvent::Model(Event::Equivocation(e)) => ("alert", json!({ "equivocation": e.author.to_string(), "message": e.to_string() })),
+        EngineEvent::Model(Event::ClientCollision { client, first, second }) => (
+            "alert",
+            json!({ "clientCollision": { "client": client, "first": first.to_string(), "second": second.to_string() } }),
+        ),
+        EngineEvent::Committed(ids) => ("committed", json!({ "envelopes": ids.len() })),
+        EngineEvent::PeerAuthenticated { peer, device, name } => (
+            "peers",
+            json!({ "authenticated": { "peer": peer, "device": device.to_string(), "name": name } }),
+        ),
+        EngineEvent::PeerRefused { peer, error } => (
+            "peers",
+            json!({ "refused": { "peer": peer, "reason": reason_code(error), "message": error.to_string() } }),
+        ),
+        EngineEvent::PeerSentInvalid { peer, error } => ("alert", json!({ "invalid": { "peer": peer, "message": error.to_string() } })),
+        EngineEvent::PairingRequest { peer, device, name, sas } => (
+            "pairing",
+            json!({ "request": { "peer": peer, "device": device.to_string(), "name": name, "sas": sas } }),
+        ),
+        EngineEvent::PairingSas { sas, .. } => ("pairing", json!({ "sas": sas })),
+        EngineEvent::Paired { identity } => ("pairing", json!({ "paired": identity.to_string() })),
+        EngineEvent::StorageFailed { message, .. } => {
+            let code = if message.to_lowercase().contains("quota") { "quota" } else { "storage" };
+            ("error", json!({ "code": code, "message": message }))
+        }
+        _ => ("other", json!({})),
+    };
+    (kind, value_to_js(&value))
+}
+
+fn reason_code(error: &kathon_core::sync::SessionError) -> &'static str {
+    use kathon_core::sync::SessionError as E;
+    match error {
+        E::WrongIdentity => "wrong-identity",
+        E::NotEnrolled => "not-enrolled",
+        E::Revoked => "revoked",
+        E::BadHandshake => "bad-handshake",
+        E::BadPairingCode => "bad-pairing-code",
+        E::PairingRefused => "pairing-refused",
+        E::Version => "version",
+        E::Timeout => "timeout",
+        E::RefusedByPeer(_) => "refused-by-peer",
+        _ => "protocol",
+    }
+}
