@@ -114,7 +114,9 @@ impl Signal {
     }
 
     fn check(&self) -> Result<(), SignalError> {
-        let id_ok = |id: &str| !id.is_empty() && id.len() <= MAX_ENDPOINT_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let id_ok = |id: &str| {
+            !id.is_empty() && id.len() <= MAX_ENDPOINT_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
         let topic_ok = |t: &str| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit());
         match self {
             Signal::Join { endpoint, topics } => {
@@ -178,7 +180,8 @@ mod tests {
     fn messages_round_trip_and_limits_hold() {
         let join = Signal::Join { endpoint: "abc-123".into(), topics: vec!["a".repeat(64)] };
         assert_eq!(Signal::parse(&join.to_json()).unwrap(), join);
-        let relay = Signal::Relay { from: String::new(), to: "x".into(), payload: RtcSignal::Offer { sdp: "v=0".into() } };
+        let relay =
+            Signal::Relay { from: String::new(), to: "x".into(), payload: RtcSignal::Offer { sdp: "v=0".into() } };
         assert_eq!(Signal::parse(&relay.to_json()).unwrap(), relay);
         assert!(Signal::parse(r#"{"type":"join","endpoint":"a b","topics":[]}"#).is_err());
         assert!(Signal::parse(&"x".repeat(MAX_SIGNAL_BYTES + 1)).is_err());

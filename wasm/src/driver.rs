@@ -13,8 +13,8 @@ use std::rc::Rc;
 use js_sys::{Array, Uint8Array};
 use kathon_core::signaling::{RtcSignal, Signal};
 use kathon_core::sync::{Config, Engine, EngineEvent, PeerKey, RecordKey, StorageBatch};
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{RtcDataChannel, RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit};
 
@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) storage_queue: VecDeque<StorageBatch>,
     pub(crate) storage_busy: bool,
     pub(crate) storage_retry_at: u64,
+    /// The last storage failure `(code, message)`, cleared by the next successful write.
+    pub(crate) storage_error: Option<(String, String)>,
     pub(crate) cert: Option<web_sys::RtcCertificate>,
     pub(crate) endpoint: String,
     pub(crate) signaling: Option<SignalingLink>,
@@ -97,6 +99,7 @@ impl Inner {
             storage_queue: VecDeque::new(),
             storage_busy: false,
             storage_retry_at: 0,
+            storage_error: None,
             cert: None,
             endpoint,
             signaling: None,
@@ -197,7 +200,10 @@ async fn write_storage(shared: Shared) {
     loop {
         let next = {
             let Ok(mut inner) = shared.try_borrow_mut() else { break };
-            inner.storage_queue.pop_front().map(|b| (b, inner.db.clone(), inner.seal.as_ref().map(|s| s.passphrase.clone())))
+            inner
+                .storage_queue
+                .pop_front()
+                .map(|b| (b, inner.db.clone(), inner.seal.as_ref().map(|s| s.passphrase.clone())))
         };
         let Some((batch, db, passphrase)) = next else { break };
         let mut puts = Vec::with_capacity(batch.puts.len());
@@ -222,20 +228,27 @@ async fn write_storage(shared: Shared) {
         let Ok(mut inner) = shared.try_borrow_mut() else { break };
         match result {
             Ok(()) => {
+                inner.storage_error = None;
                 if let Some(engine) = inner.engine.as_mut() {
                     engine.handle_storage_done(batch.id);
                 }
             }
             Err(e) => {
-                let message = js_sys::Reflect::get(&e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string()).unwrap_or_default();
-                let id = batch.id;
-                if let Some(engine) = inner.engine.as_mut() {
-                    engine.handle_storage_failed(id, batch, &message);
-                }
-                inner.status.last_error = Some(message);
+                let message = js_sys::Reflect::get(&e, &JsValue::from_str("message"))
+                    .ok()
+                    .and_then(|m| m.as_string())
+                    .unwrap_or_default();
+                let code = js_sys::Reflect::get(&e, &JsValue::from_str("code"))
+                    .ok()
+                    .and_then(|m| m.as_string())
+                    .unwrap_or_default();
+                // Keep the batch, first in line, with everything after it: nothing is dropped.
+                inner.storage_queue.push_front(batch);
+                inner.status.last_error = Some(message.clone());
+                inner.storage_error = Some((code.clone(), message.clone()));
                 inner.storage_retry_at = now_ms().saturating_add(1_000);
-                // The engine offers the batch again; stop here and let `drive` retry later.
-                inner.storage_queue.clear();
+                drop(inner);
+                emit(&shared, "error", crate::util::to_js(&serde_json::json!({ "code": code, "message": message })));
                 break;
             }
         }
@@ -254,7 +267,9 @@ pub(crate) fn dispatch(shared: &Shared, events: Vec<EngineEvent>) {
             update_peer_topics(shared);
         }
         let listeners: Vec<js_sys::Function> = match shared.try_borrow() {
-            Ok(inner) => inner.listeners.iter().filter(|(_, k, _)| k == kind || k == "*").map(|(_, _, f)| f.clone()).collect(),
+            Ok(inner) => {
+                inner.listeners.iter().filter(|(_, k, _)| k == kind || k == "*").map(|(_, _, f)| f.clone()).collect()
+            }
             Err(_) => Vec::new(),
         };
         for f in listeners {
@@ -268,7 +283,9 @@ pub(crate) fn dispatch(shared: &Shared, events: Vec<EngineEvent>) {
 /// Emits an app-level event that does not come from the engine.
 pub(crate) fn emit(shared: &Shared, kind: &str, value: JsValue) {
     let listeners: Vec<js_sys::Function> = match shared.try_borrow() {
-        Ok(inner) => inner.listeners.iter().filter(|(_, k, _)| k == kind || k == "*").map(|(_, _, f)| f.clone()).collect(),
+        Ok(inner) => {
+            inner.listeners.iter().filter(|(_, k, _)| k == kind || k == "*").map(|(_, _, f)| f.clone()).collect()
+        }
         Err(_) => Vec::new(),
     };
     for f in listeners {
@@ -389,7 +406,8 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
     if let Some(cert) = &inner.cert {
         config.set_certificates(&Array::of1(cert));
     }
-    let pc = RtcPeerConnection::new_with_configuration(&config).map_err(|e| crate::error::network("webrtc", &format!("{e:?}")))?;
+    let pc = RtcPeerConnection::new_with_configuration(&config)
+        .map_err(|e| crate::error::network("webrtc", &format!("{e:?}")))?;
     let init = web_sys::RtcDataChannelInit::new();
     init.set_negotiated(true);
     init.set_id(0);
@@ -408,7 +426,8 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
                 let inner = &mut *inner;
                 let Some(peer) = inner.rtc.get_mut(&key) else { return };
                 let local = peer.pc.local_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
-                let remote = peer.pc.remote_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
+                let remote =
+                    peer.pc.remote_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
                 peer.up = true;
                 if let (Some(local), Some(remote), Some(engine)) = (local, remote, inner.engine.as_mut()) {
                     engine.handle_peer_up(key, local, remote, now_ms());
@@ -467,7 +486,9 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
                 .try_borrow()
                 .ok()
                 .and_then(|inner| inner.rtc.get(&key).map(|p| p.pc.connection_state()))
-                .is_some_and(|s| matches!(s, web_sys::RtcPeerConnectionState::Failed | web_sys::RtcPeerConnectionState::Closed));
+                .is_some_and(|s| {
+                    matches!(s, web_sys::RtcPeerConnectionState::Failed | web_sys::RtcPeerConnectionState::Closed)
+                });
             if failed {
                 peer_gone(&shared, key, &endpoint);
             }
@@ -500,7 +521,9 @@ fn peer_gone(shared: &Shared, key: PeerKey, endpoint: &str) {
         let endpoint = endpoint.to_owned();
         spawn_local(async move {
             crate::util::sleep(2_000).await;
-            let again = shared.try_borrow().is_ok_and(|i| !i.closed && !i.by_endpoint.contains_key(&endpoint) && i.known_endpoints.contains_key(&endpoint));
+            let again = shared.try_borrow().is_ok_and(|i| {
+                !i.closed && !i.by_endpoint.contains_key(&endpoint) && i.known_endpoints.contains_key(&endpoint)
+            });
             if again {
                 connect(shared, endpoint).await;
             }
@@ -535,7 +558,10 @@ pub(crate) async fn connect(shared: Shared, endpoint: String) {
         JsFuture::from(pc.set_local_description(&init)).await?;
         wait_for_candidates(&pc).await;
         let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
-        send_signal(&shared, &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Offer { sdp: local_sdp(&pc) } });
+        send_signal(
+            &shared,
+            &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Offer { sdp: local_sdp(&pc) } },
+        );
         Ok(())
     }
     .await;
@@ -558,7 +584,10 @@ async fn answer(shared: Shared, endpoint: String, sdp: String) {
         JsFuture::from(pc.set_local_description(&init)).await?;
         wait_for_candidates(&pc).await;
         let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
-        send_signal(&shared, &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Answer { sdp: local_sdp(&pc) } });
+        send_signal(
+            &shared,
+            &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Answer { sdp: local_sdp(&pc) } },
+        );
         Ok(())
     }
     .await;
@@ -568,7 +597,10 @@ async fn answer(shared: Shared, endpoint: String, sdp: String) {
 }
 
 async fn accept_answer(shared: Shared, endpoint: String, sdp: String) {
-    let pc = shared.try_borrow().ok().and_then(|i| i.by_endpoint.get(&endpoint).and_then(|k| i.rtc.get(k)).map(|p| p.pc.clone()));
+    let pc = shared
+        .try_borrow()
+        .ok()
+        .and_then(|i| i.by_endpoint.get(&endpoint).and_then(|k| i.rtc.get(k)).map(|p| p.pc.clone()));
     let Some(pc) = pc else { return };
     let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
     init.set_sdp(&sdp);

@@ -104,8 +104,13 @@ pub fn load(e: &LoadError) -> JsValue {
 /// Any JS value thrown by a browser API, as a storage error (keeps its message and DOMException
 /// name, so a `QuotaExceededError` is recognisable).
 pub fn from_dom(context: &str, e: &JsValue) -> JsValue {
-    let message = js_sys::Reflect::get(e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string()).unwrap_or_default();
+    let message =
+        js_sys::Reflect::get(e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string()).unwrap_or_default();
     let name = js_sys::Reflect::get(e, &JsValue::from_str("name")).ok().and_then(|m| m.as_string()).unwrap_or_default();
-    let code = if name == "QuotaExceededError" || message.contains("quota") || message.contains("Quota") { "quota" } else { "storage" };
+    let code = if name == "QuotaExceededError" || message.contains("quota") || message.contains("Quota") {
+        "quota"
+    } else {
+        "storage"
+    };
     storage(code, &format!("{context}: {name} {message}"))
 }

@@ -18,33 +18,34 @@ use crate::util::to_js as value_to_js;
 
 pub(crate) fn to_js(event: &EngineEvent) -> (&'static str, JsValue) {
     let (kind, value) = match event {
-        EngineEvent::Model(Event::Changed { kind, id, by, local }) => (
-            "change",
-            json!({ "kind": kind, "id": id.map(|i| i.to_string()), "by": by.to_string(), "local": local }),
-        ),
+        EngineEvent::Model(Event::Changed { kind, id, by, local }) => {
+            ("change", json!({ "kind": kind, "id": id.map(|i| i.to_string()), "by": by.to_string(), "local": local }))
+        }
         EngineEvent::Model(Event::MassDeletionHeld { envelope, author, deletes, total }) => (
             "alert",
             json!({ "massDeletion": { "envelope": envelope.to_string(), "author": author.to_string(), "deletes": deletes, "total": total } }),
         ),
-        EngineEvent::Model(Event::Equivocation(e)) => ("alert", json!({ "equivocation": e.author.to_string(), "message": e.to_string() })),
+        EngineEvent::Model(Event::Equivocation(e)) => {
+            ("alert", json!({ "equivocation": e.author.to_string(), "message": e.to_string() }))
+        }
         EngineEvent::Model(Event::ClientCollision { client, first, second }) => (
             "alert",
             json!({ "clientCollision": { "client": client, "first": first.to_string(), "second": second.to_string() } }),
         ),
         EngineEvent::Committed(ids) => ("committed", json!({ "envelopes": ids.len() })),
-        EngineEvent::PeerAuthenticated { peer, device, name } => (
-            "peers",
-            json!({ "authenticated": { "peer": peer, "device": device.to_string(), "name": name } }),
-        ),
+        EngineEvent::PeerAuthenticated { peer, device, name } => {
+            ("peers", json!({ "authenticated": { "peer": peer, "device": device.to_string(), "name": name } }))
+        }
         EngineEvent::PeerRefused { peer, error } => (
             "peers",
             json!({ "refused": { "peer": peer, "reason": reason_code(error), "message": error.to_string() } }),
         ),
-        EngineEvent::PeerSentInvalid { peer, error } => ("alert", json!({ "invalid": { "peer": peer, "message": error.to_string() } })),
-        EngineEvent::PairingRequest { peer, device, name, sas } => (
-            "pairing",
-            json!({ "request": { "peer": peer, "device": device.to_string(), "name": name, "sas": sas } }),
-        ),
+        EngineEvent::PeerSentInvalid { peer, error } => {
+            ("alert", json!({ "invalid": { "peer": peer, "message": error.to_string() } }))
+        }
+        EngineEvent::PairingRequest { peer, device, name, sas } => {
+            ("pairing", json!({ "request": { "peer": peer, "device": device.to_string(), "name": name, "sas": sas } }))
+        }
         EngineEvent::PairingSas { sas, .. } => ("pairing", json!({ "sas": sas })),
         EngineEvent::Paired { identity } => ("pairing", json!({ "paired": identity.to_string() })),
         EngineEvent::StorageFailed { message, .. } => {

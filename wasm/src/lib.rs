@@ -24,8 +24,8 @@ use kathon_core::model::{Edit, ModelError};
 use kathon_core::sync::{Engine, PairingCode, RecordKey};
 use rand_chacha::ChaCha20Rng as Rng;
 use serde::Deserialize;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 
 use driver::{Inner, Shared, drive};
 use util::{from_js, now_ms, to_js};
@@ -83,7 +83,8 @@ pub fn normalize_device_id(text: &str) -> Result<String, JsValue> {
 }
 
 pub(crate) fn seal_identity(passphrase: &str, record: &[u8]) -> Result<Vec<u8>, JsValue> {
-    seal::seal(passphrase, record, util::random()?, util::random()?, seal::Cost::DEFAULT).map_err(|e| error::storage("storage", &e))
+    seal::seal(passphrase, record, util::random()?, util::random()?, seal::Cost::DEFAULT)
+        .map_err(|e| error::storage("storage", &e))
 }
 
 /// One store: a replica of the user's browser state in IndexedDB, and its sync engine.
@@ -158,14 +159,20 @@ fn transition(text: Option<&str>) -> Transition {
 impl KathonStore {
     fn engine_mut<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T, JsValue>) -> Result<T, JsValue> {
         let result = {
-            let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "the store is busy (called from inside its own callback)"))?;
+            let mut inner = self
+                .shared
+                .try_borrow_mut()
+                .map_err(|_| error::state("busy", "the store is busy (called from inside its own callback)"))?;
             if inner.closed {
                 return Err(error::state("closed", "the store is closed"));
             }
             if inner.locked.is_some() {
                 return Err(error::state("locked", "the store is locked: call unlock(passphrase)"));
             }
-            let engine = inner.engine.as_mut().ok_or_else(|| error::state("not-enrolled", "create an identity or pair this browser first"))?;
+            let engine = inner
+                .engine
+                .as_mut()
+                .ok_or_else(|| error::state("not-enrolled", "create an identity or pair this browser first"))?;
             f(engine)
         };
         drive(&self.shared);
@@ -177,7 +184,11 @@ impl KathonStore {
         if inner.locked.is_some() {
             return Err(error::state("locked", "the store is locked: call unlock(passphrase)"));
         }
-        let state = inner.engine.as_ref().and_then(Engine::state).ok_or_else(|| error::state("not-enrolled", "create an identity or pair this browser first"))?;
+        let state = inner
+            .engine
+            .as_ref()
+            .and_then(Engine::state)
+            .ok_or_else(|| error::state("not-enrolled", "create an identity or pair this browser first"))?;
         Ok(f(state))
     }
 
@@ -227,7 +238,8 @@ impl KathonStore {
                 None => {}
                 Some(sealed) if seal::is_sealed(&sealed) => inner.locked = Some((sealed, rest)),
                 Some(identity) => {
-                    let engine = Engine::load(inner.config.clone(), &identity, rest, util::random()?, now_ms()).map_err(|e| error::load(&e))?;
+                    let engine = Engine::load(inner.config.clone(), &identity, rest, util::random()?, now_ms())
+                        .map_err(|e| error::load(&e))?;
                     inner.engine = Some(engine);
                 }
             }
@@ -260,7 +272,8 @@ impl KathonStore {
             if inner.engine.as_ref().is_some_and(|e| e.identity().is_some()) || inner.locked.is_some() {
                 return Err(error::state("not-enrolled", "this store already belongs to an identity"));
             }
-            let engine = Engine::create_identity(inner.config.clone(), device_name, util::random()?, now_ms()).map_err(error::engine)?;
+            let engine = Engine::create_identity(inner.config.clone(), device_name, util::random()?, now_ms())
+                .map_err(error::engine)?;
             inner.engine = Some(engine);
         }
         drive(&self.shared);
@@ -273,7 +286,8 @@ impl KathonStore {
     /// events show the short authentication string and the result.
     #[wasm_bindgen(js_name = joinWithCode)]
     pub fn join_with_code(&self, code: &str, device_name: &str) -> Result<(), JsValue> {
-        let code = PairingCode::parse(code).map_err(|e| error::js_error("KathonInputError", "invalid", &e.to_string()))?;
+        let code =
+            PairingCode::parse(code).map_err(|e| error::js_error("KathonInputError", "invalid", &e.to_string()))?;
         {
             let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "store busy"))?;
             if inner.engine.as_ref().is_some_and(|e| e.identity().is_some()) {
@@ -293,7 +307,8 @@ impl KathonStore {
     #[wasm_bindgen(js_name = newPairingCode, unchecked_return_type = "PairingCodeInfo")]
     pub fn new_pairing_code(&self) -> Result<JsValue, JsValue> {
         let now = now_ms();
-        let (code, ttl) = self.engine_mut(|engine| Ok((engine.new_pairing_code(now).map_err(error::engine)?, 10 * 60 * 1000)))?;
+        let (code, ttl) =
+            self.engine_mut(|engine| Ok((engine.new_pairing_code(now).map_err(error::engine)?, 10 * 60 * 1000)))?;
         if let Ok(mut inner) = self.shared.try_borrow_mut() {
             inner.pairing_topic = Some(kathon_core::signaling::pairing_topic(&code.device_tag));
         }
@@ -333,7 +348,8 @@ impl KathonStore {
                 inner.locked = Some((sealed, records));
                 return Err(error::js_error("KathonVaultError", "wrong-passphrase", "wrong passphrase"));
             };
-            let engine = Engine::load(inner.config.clone(), &identity, records, util::random()?, now_ms()).map_err(|e| error::load(&e))?;
+            let engine = Engine::load(inner.config.clone(), &identity, records, util::random()?, now_ms())
+                .map_err(|e| error::load(&e))?;
             inner.engine = Some(engine);
             inner.seal = Some(driver::SealKey { passphrase: zeroize::Zeroizing::new(passphrase.to_owned()) });
         }
@@ -370,7 +386,8 @@ impl KathonStore {
     #[wasm_bindgen(js_name = connectBridge)]
     pub fn connect_bridge(&self, url: Option<String>) -> Result<(), JsValue> {
         let url = url.unwrap_or_else(|| "ws://127.0.0.1:7710/ws".to_owned());
-        let ws = web_sys::WebSocket::new(&url).map_err(|e| error::network("signaling", &format!("cannot open {url}: {e:?}")))?;
+        let ws = web_sys::WebSocket::new(&url)
+            .map_err(|e| error::network("signaling", &format!("cannot open {url}: {e:?}")))?;
         let weak = Rc::downgrade(&self.shared);
         let on_open = Closure::<dyn FnMut(JsValue)>::new({
             let weak = weak.clone();
@@ -419,7 +436,8 @@ impl KathonStore {
             let _ = old.close();
         }
         inner.status.bridge = url.clone();
-        inner.signaling = Some(driver::SignalingLink::Socket { ws, _closures: vec![on_open, on_message, on_close], url });
+        inner.signaling =
+            Some(driver::SignalingLink::Socket { ws, _closures: vec![on_open, on_message, on_close], url });
         Ok(())
     }
 
@@ -463,7 +481,12 @@ impl KathonStore {
     /// This identity's devices.
     #[wasm_bindgen(unchecked_return_type = "Device[]")]
     pub fn devices(&self) -> Result<JsValue, JsValue> {
-        let connected: Vec<_> = self.shared.try_borrow().ok().and_then(|i| i.engine.as_ref().map(|e| e.connected().into_values().collect())).unwrap_or_default();
+        let connected: Vec<_> = self
+            .shared
+            .try_borrow()
+            .ok()
+            .and_then(|i| i.engine.as_ref().map(|e| e.connected().into_values().collect()))
+            .unwrap_or_default();
         self.read(|s| {
             let list: Vec<serde_json::Value> = s
                 .registry()
@@ -493,8 +516,11 @@ impl KathonStore {
     /// Re-verifies every stored signature (the full audit). Resolves to the failures.
     pub fn audit(&self) -> Result<JsValue, JsValue> {
         let inner = self.shared.try_borrow().map_err(|_| error::state("busy", "store busy"))?;
-        let failures: Vec<(String, String)> =
-            inner.engine.as_ref().map(|e| e.audit().into_iter().map(|(id, why)| (id.to_string(), why)).collect()).unwrap_or_default();
+        let failures: Vec<(String, String)> = inner
+            .engine
+            .as_ref()
+            .map(|e| e.audit().into_iter().map(|(id, why)| (id.to_string(), why)).collect())
+            .unwrap_or_default();
         Ok(to_js(&failures))
     }
 
@@ -502,7 +528,10 @@ impl KathonStore {
 
     /// Adds a bookmark, folder or separator; returns its ID.
     #[wasm_bindgen(js_name = addBookmark)]
-    pub fn add_bookmark(&self, #[wasm_bindgen(unchecked_param_type = "NewBookmark")] node: JsValue) -> Result<String, JsValue> {
+    pub fn add_bookmark(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "NewBookmark")] node: JsValue,
+    ) -> Result<String, JsValue> {
         let node: NewBookmark = from_js(node, "bookmark")?;
         let parent = item(node.parent.as_deref().unwrap_or("toolbar"))?;
         let kind = match node.kind.as_deref() {
@@ -562,10 +591,15 @@ impl KathonStore {
 
     /// Records a visit; returns its ID.
     #[wasm_bindgen(js_name = recordVisit)]
-    pub fn record_visit(&self, #[wasm_bindgen(unchecked_param_type = "NewVisit")] visit: JsValue) -> Result<String, JsValue> {
+    pub fn record_visit(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "NewVisit")] visit: JsValue,
+    ) -> Result<String, JsValue> {
         let v: NewVisit = from_js(visit, "visit")?;
         let at = v.visited_at.map_or_else(now_ms, |t| t.max(0.0) as u64);
-        let id = self.change(|e| e.record_visit(&v.url, v.title.as_deref().unwrap_or(""), at, transition(v.transition.as_deref())))?;
+        let id = self.change(|e| {
+            e.record_visit(&v.url, v.title.as_deref().unwrap_or(""), at, transition(v.transition.as_deref()))
+        })?;
         Ok(id.to_string())
     }
 
@@ -619,7 +653,10 @@ impl KathonStore {
 
     /// Adds a password entry; returns its ID.
     #[wasm_bindgen(js_name = addPassword)]
-    pub fn add_password(&self, #[wasm_bindgen(unchecked_param_type = "PasswordFields")] fields: JsValue) -> Result<String, JsValue> {
+    pub fn add_password(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PasswordFields")] fields: JsValue,
+    ) -> Result<String, JsValue> {
         let f: PasswordFields = from_js(fields, "password entry")?;
         let id = self.change(|e| {
             e.add_password(
@@ -634,10 +671,22 @@ impl KathonStore {
 
     /// Changes some fields of a password entry (each field merges on its own).
     #[wasm_bindgen(js_name = updatePassword)]
-    pub fn update_password(&self, id: &str, #[wasm_bindgen(unchecked_param_type = "PasswordFields")] fields: JsValue) -> Result<(), JsValue> {
+    pub fn update_password(
+        &self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "PasswordFields")] fields: JsValue,
+    ) -> Result<(), JsValue> {
         let id = item(id)?;
         let f: PasswordFields = from_js(fields, "password fields")?;
-        self.change(|e| e.set_password_fields(&id, f.origin.as_deref(), f.username.as_deref(), f.password.as_deref(), f.notes.as_deref()))
+        self.change(|e| {
+            e.set_password_fields(
+                &id,
+                f.origin.as_deref(),
+                f.username.as_deref(),
+                f.password.as_deref(),
+                f.notes.as_deref(),
+            )
+        })
     }
 
     /// Deletes a password entry.
@@ -668,7 +717,10 @@ impl KathonStore {
 
     /// Adds a key record (`{name, type, secret}`); returns its ID.
     #[wasm_bindgen(js_name = addKey)]
-    pub fn add_key(&self, #[wasm_bindgen(unchecked_param_type = "{ name: string; type?: string; secret: string }")] fields: JsValue) -> Result<String, JsValue> {
+    pub fn add_key(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "{ name: string; type?: string; secret: string }")] fields: JsValue,
+    ) -> Result<String, JsValue> {
         let f: KeyFields = from_js(fields, "key record")?;
         let id = self.change(|e| e.add_key(&f.name, f.key_type.as_deref().unwrap_or("other"), &f.secret))?;
         Ok(id.to_string())
@@ -699,7 +751,10 @@ impl KathonStore {
 
     /// Publishes this browser's open windows and tabs.
     #[wasm_bindgen(js_name = setDeviceLayout)]
-    pub fn set_device_layout(&self, #[wasm_bindgen(unchecked_param_type = "Layout")] layout: JsValue) -> Result<(), JsValue> {
+    pub fn set_device_layout(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Layout")] layout: JsValue,
+    ) -> Result<(), JsValue> {
         let layout: Layout = from_js(layout, "layout")?;
         self.change(|e| e.set_device_layout(&layout))
     }
@@ -708,7 +763,8 @@ impl KathonStore {
     #[wasm_bindgen(js_name = deviceLayouts, unchecked_return_type = "Record<string, Layout>")]
     pub fn device_layouts(&self) -> Result<JsValue, JsValue> {
         self.read(|s| {
-            let map: std::collections::BTreeMap<String, Layout> = s.device_layouts().into_iter().map(|(d, l)| (d.to_string(), l)).collect();
+            let map: std::collections::BTreeMap<String, Layout> =
+                s.device_layouts().into_iter().map(|(d, l)| (d.to_string(), l)).collect();
             to_js(&map)
         })
     }
@@ -721,16 +777,26 @@ impl KathonStore {
 
     /// Saves a workspace any device can open; returns its ID.
     #[wasm_bindgen(js_name = saveWorkspace)]
-    pub fn save_workspace(&self, name: &str, #[wasm_bindgen(unchecked_param_type = "Layout")] layout: JsValue) -> Result<String, JsValue> {
+    pub fn save_workspace(
+        &self,
+        name: &str,
+        #[wasm_bindgen(unchecked_param_type = "Layout")] layout: JsValue,
+    ) -> Result<String, JsValue> {
         let layout: Layout = from_js(layout, "layout")?;
         Ok(self.change(|e| e.save_workspace(name, &layout))?.to_string())
     }
 
     /// Renames and/or changes a saved workspace.
     #[wasm_bindgen(js_name = updateWorkspace)]
-    pub fn update_workspace(&self, id: &str, name: Option<String>, #[wasm_bindgen(unchecked_param_type = "Layout | undefined")] layout: JsValue) -> Result<(), JsValue> {
+    pub fn update_workspace(
+        &self,
+        id: &str,
+        name: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "Layout | undefined")] layout: JsValue,
+    ) -> Result<(), JsValue> {
         let id = item(id)?;
-        let layout: Option<Layout> = if layout.is_undefined() || layout.is_null() { None } else { Some(from_js(layout, "layout")?) };
+        let layout: Option<Layout> =
+            if layout.is_undefined() || layout.is_null() { None } else { Some(from_js(layout, "layout")?) };
         self.change(|e| e.update_workspace(&id, name.as_deref(), layout.as_ref()))
     }
 
@@ -788,7 +854,8 @@ impl KathonStore {
     #[wasm_bindgen(js_name = heldDeletions)]
     pub fn held_deletions(&self) -> Result<JsValue, JsValue> {
         self.read(|s| {
-            let list: Vec<serde_json::Value> = s.held().map(|(id, n)| serde_json::json!({"envelope": id.to_string(), "deletes": n})).collect();
+            let list: Vec<serde_json::Value> =
+                s.held().map(|(id, n)| serde_json::json!({"envelope": id.to_string(), "deletes": n})).collect();
             to_js(&list)
         })
     }
@@ -811,16 +878,17 @@ impl KathonStore {
     pub async fn flush(&self) -> Result<(), JsValue> {
         for _ in 0..600 {
             let pending = self.shared.try_borrow().map(|i| {
-                i.storage_busy || !i.storage_queue.is_empty() || i.engine.as_ref().is_some_and(|e| e.pending_storage() > 0)
+                i.storage_busy
+                    || !i.storage_queue.is_empty()
+                    || i.engine.as_ref().is_some_and(|e| e.pending_storage() > 0)
             });
             match pending {
                 Ok(false) => return Ok(()),
                 Ok(true) => {
                     if let Ok(inner) = self.shared.try_borrow()
-                        && let Some(e) = &inner.status.last_error
-                        && inner.storage_retry_at > now_ms()
+                        && let Some((code, message)) = &inner.storage_error
                     {
-                        return Err(error::storage(if e.to_lowercase().contains("quota") { "quota" } else { "storage" }, e));
+                        return Err(error::storage(code, message));
                     }
                 }
                 Err(_) => {}

@@ -42,7 +42,13 @@ fn derive(passphrase: &str, salt: &[u8; 16], cost: Cost) -> Result<Zeroizing<[u8
 }
 
 /// Seals `plaintext`. `salt` and `nonce` must be fresh random bytes.
-pub fn seal(passphrase: &str, plaintext: &[u8], salt: [u8; 16], nonce: [u8; 24], cost: Cost) -> Result<Vec<u8>, String> {
+pub fn seal(
+    passphrase: &str,
+    plaintext: &[u8],
+    salt: [u8; 16],
+    nonce: [u8; 24],
+    cost: Cost,
+) -> Result<Vec<u8>, String> {
     let key = derive(passphrase, &salt, cost)?;
     let cipher = XChaCha20Poly1305::new(key.as_ref().into());
     let ciphertext = cipher

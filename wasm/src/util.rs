@@ -1,8 +1,8 @@
 //! Small browser helpers: time, randomness, timers, JSON conversions.
 
 use serde::Serialize;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -46,14 +46,17 @@ pub(crate) fn from_js<T: serde::de::DeserializeOwned>(value: JsValue, what: &str
 /// `setTimeout(callback, ms)`, returning the handle.
 pub(crate) fn set_timeout(callback: &Closure<dyn FnMut()>, ms: i32) -> Option<i32> {
     let global = js_sys::global();
-    let f = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout")).ok()?.dyn_into::<js_sys::Function>().ok()?;
+    let f =
+        js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout")).ok()?.dyn_into::<js_sys::Function>().ok()?;
     f.call2(&global, callback.as_ref().unchecked_ref(), &JsValue::from(ms)).ok()?.as_f64().map(|h| h as i32)
 }
 
 /// `clearTimeout(handle)`.
 pub(crate) fn clear_timeout(handle: i32) {
     let global = js_sys::global();
-    if let Ok(f) = js_sys::Reflect::get(&global, &JsValue::from_str("clearTimeout")).and_then(|f| f.dyn_into::<js_sys::Function>()) {
+    if let Ok(f) =
+        js_sys::Reflect::get(&global, &JsValue::from_str("clearTimeout")).and_then(|f| f.dyn_into::<js_sys::Function>())
+    {
         let _ = f.call1(&global, &JsValue::from(handle));
     }
 }
@@ -62,7 +65,9 @@ pub(crate) fn clear_timeout(handle: i32) {
 pub(crate) async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
-        if let Ok(f) = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout")).and_then(|f| f.dyn_into::<js_sys::Function>()) {
+        if let Ok(f) = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout"))
+            .and_then(|f| f.dyn_into::<js_sys::Function>())
+        {
             let _ = f.call2(&global, &resolve, &JsValue::from(ms));
         }
     });

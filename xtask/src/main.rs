@@ -90,7 +90,7 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
             .run()
     })?;
     runner.step("native tests", || Cmd::new("cargo").args(["test", "--workspace", "--locked"]).run())?;
-    build_wasm(runner)?;
+    build_pkg(runner)?;
     runner.step("core tests in wasm under Node", || {
         Cmd::new("cargo").args(["test", "-p", "kathon-core", "--locked", "--target", WASM_TARGET]).run()
     })?;
@@ -102,6 +102,17 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
             .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
             .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("xtask/webdriver.json"))
             .run()
+    })?;
+    runner.step("npm package in headless Chromium (IndexedDB, WebRTC, a man in the middle)", || {
+        Cmd::new("cargo")
+            .args(["test", "-p", "kathon-wasm", "--locked", "--target", WASM_TARGET, "--test", "browser"])
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
+            .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("xtask/webdriver.json"))
+            .run()
+    })?;
+    runner.step("npm package installed into a fresh Vite project, plain ES modules, quota (Playwright)", || {
+        Cmd::new("node").args(["tests/e2e/npm-package.test.mjs", "pkg"]).run()
     })?;
     Ok(())
 }

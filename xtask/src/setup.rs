@@ -14,6 +14,7 @@ pub(crate) fn all(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("set-up: Debian chromium + chromium-driver", chromium)?;
     runner.step("set-up: wasm-bindgen-cli pinned to Cargo.lock", wasm_bindgen_cli)?;
     runner.step("set-up: node and npm", node)?;
+    runner.step("set-up: npm packages of the browser tests (playwright-core, vite)", npm_packages)?;
     Ok(())
 }
 
@@ -40,6 +41,18 @@ fn node() -> Result<(), TaskError> {
         return Ok(());
     }
     apt_install(&["nodejs", "npm"])
+}
+
+fn npm_packages() -> Result<(), TaskError> {
+    let dir = crate::root().join("tests/e2e");
+    let present =
+        ["playwright-core", "vite"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
+    if present {
+        println!("    present");
+        return Ok(());
+    }
+    // Never `npx playwright install`: the tests drive Debian's /usr/bin/chromium.
+    Cmd::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir).run()
 }
 
 fn apt_install(packages: &[&str]) -> Result<(), TaskError> {

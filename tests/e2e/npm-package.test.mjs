@@ -1,0 +1,165 @@
+// The npm package as a web developer uses it: `npm pack` it, install the tarball into a fresh
+// project, build a page with Vite, and drive it in Debian's Chromium. Also: the same package as
+// plain ES modules with no bundler, and the quota path (a tiny quota set through the DevTools
+// protocol): the error reaches the app, the change stays queued, and nothing is lost.
+//
+// Usage: node npm-package.test.mjs <path to pkg/>
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { browser, check, serve, summary, test, watch } from './lib.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const pkg = resolve(process.argv[2] ?? join(here, '../../pkg'));
+const work = mkdtempSync(join(tmpdir(), 'kathon-npm-'));
+const run = (cmd, args, cwd) => execFileSync(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
+
+const APP = `
+import init, { KathonStore } from 'kathon-sync';
+await init();
+const store = await KathonStore.open('vite-app');
+window.store = store;
+if (!store.status().enrolled) store.createIdentity('vite test');
+window.ready = true;
+`;
+
+try {
+  await test('npm install of the packed package into a fresh Vite project builds and runs', async () => {
+    run('npm', ['pack', pkg, '--pack-destination', work, '--silent'], work);
+    const tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
+    check(tarball, 'npm pack made a tarball');
+    const app = join(work, 'app');
+    mkdirSync(app);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+    run('npm', ['install', '--no-audit', '--no-fund', '--silent', join(work, tarball)], app);
+    writeFileSync(join(app, 'index.html'), '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>app</title><script type="module" src="./main.js"></script>');
+    writeFileSync(join(app, 'main.js'), APP);
+    run(process.execPath, [join(here, 'node_modules/vite/bin/vite.js'), 'build', '--logLevel', 'warn'], app);
+    const server = await serve(join(app, 'dist'));
+    const context = await browser(join(work, 'profile-vite'));
+    try {
+      const page = await context.newPage();
+      const errors = watch(page, 'vite page');
+      await page.goto(server.url);
+      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+      const id = await page.evaluate(async () => {
+        const id = store.addBookmark({ title: 'made in Vite', url: 'https://vite.dev/' });
+        await store.flush();
+        return id;
+      });
+      // Reload: IndexedDB keeps it.
+      await page.reload();
+      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+      const titles = await page.evaluate(() => store.bookmarkChildren('toolbar').map((n) => [n.id, n.title]));
+      check(JSON.stringify(titles) === JSON.stringify([[id, 'made in Vite']]), `after reload: ${JSON.stringify(titles)}`);
+      // Errors are real Error objects with a name and a code.
+      const error = await page.evaluate(() => {
+        try {
+          store.moveBookmark('not-an-id', 'toolbar');
+        } catch (e) {
+          return { isError: e instanceof Error, name: e.name, code: e.code };
+        }
+      });
+      check(error.isError && error.name === 'KathonInputError' && error.code === 'invalid', JSON.stringify(error));
+      check(errors.length === 0, errors.join('\n'));
+    } finally {
+      await context.close();
+      await server.close();
+    }
+  });
+
+  await test('the package works as plain ES modules, without a bundler', async () => {
+    const site = join(work, 'plain');
+    cpSync(pkg, join(site, 'pkg'), { recursive: true });
+    writeFileSync(
+      join(site, 'index.html'),
+      `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
+        import init, { KathonStore, version } from './pkg/kathon_wasm.js';
+        await init();
+        const store = await KathonStore.open('plain');
+        store.createIdentity('plain page');
+        store.recordVisit({ url: 'https://example.org/', title: 'Example' });
+        await store.flush();
+        window.result = { version: version(), visits: store.history().length };
+      </script>`,
+    );
+    const server = await serve(site);
+    const context = await browser(join(work, 'profile-plain'));
+    try {
+      const page = await context.newPage();
+      const errors = watch(page, 'plain page');
+      await page.goto(server.url);
+      await page.waitForFunction(() => window.result, null, { timeout: 20_000 });
+      const result = await page.evaluate(() => window.result);
+      check(result.visits === 1 && /^\d+\.\d+\.\d+$/.test(result.version), JSON.stringify(result));
+      check(errors.length === 0, errors.join('\n'));
+    } finally {
+      await context.close();
+      await server.close();
+    }
+  });
+
+  await test('a quota error reaches the app, the change stays queued, and nothing is lost', async () => {
+    const site = join(work, 'quota');
+    cpSync(pkg, join(site, 'pkg'), { recursive: true });
+    writeFileSync(
+      join(site, 'index.html'),
+      `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
+        import init, { KathonStore } from './pkg/kathon_wasm.js';
+        await init();
+        window.store = await KathonStore.open('quota');
+        window.errors = [];
+        store.on('error', (e) => errors.push(e));
+        if (!store.status().enrolled) store.createIdentity('quota test');
+        await store.flush();
+        window.ready = true;
+      </script>`,
+    );
+    const server = await serve(site);
+    const context = await browser(join(work, 'profile-quota'));
+    try {
+      const page = await context.newPage();
+      const errors = watch(page, 'quota page');
+      // A quota far below what the coming change needs (set before the origin first stores
+      // anything, which is when Chromium applies it).
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.url, quotaSize: 64 * 1024 });
+      await page.goto(server.url);
+      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+      const outcome = await page.evaluate(async () => {
+        for (let i = 0; i < 400; i += 1) store.addBookmark({ title: `bookmark ${i} ${'x'.repeat(200)}`, url: `https://example.org/${i}` });
+        try {
+          await store.flush();
+          return { flushed: true };
+        } catch (e) {
+          return { flushed: false, name: e.name, code: e.code, events: window.errors.map((x) => x.code) };
+        }
+      });
+      check(!outcome.flushed && outcome.name === 'KathonStorageError' && outcome.code === 'quota', JSON.stringify(outcome));
+      check(outcome.events.includes('quota'), `error events: ${JSON.stringify(outcome.events)}`);
+      // Room again: the queued change commits by itself.
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.url });
+      let flushed = false;
+      for (let i = 0; i < 60 && !flushed; i += 1) {
+        flushed = await page.evaluate(() => store.flush().then(() => true, () => false));
+        if (!flushed) await page.waitForTimeout(500);
+      }
+      check(flushed, 'the queued change committed once there was room');
+      await page.reload();
+      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+      const count = await page.evaluate(() => store.bookmarkChildren('toolbar').length);
+      check(count === 400, `after the quota was lifted and the page reloaded: ${count} of 400 bookmarks`);
+      // The page saw the storage errors, as the test wanted; nothing else.
+      const unexpected = errors.filter((e) => !/quota|Quota|storage/.test(e));
+      check(unexpected.length === 0, unexpected.join('\n'));
+    } finally {
+      await context.close();
+      await server.close();
+    }
+  });
+  summary();
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
