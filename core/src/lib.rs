@@ -72,6 +72,7 @@
 #![warn(missing_docs)]
 
 pub mod certificate;
+pub mod discovery;
 pub(crate) mod codec;
 pub mod envelope;
 pub mod error;
