@@ -124,7 +124,11 @@ impl Hub {
             .collect();
         for (other, other_outbox, other_topics) in others {
             let Some(topic) = shares(&topics, &other_topics) else { continue };
-            let pair = if endpoint < other.as_str() { (endpoint.to_owned(), other.clone()) } else { (other.clone(), endpoint.to_owned()) };
+            let pair = if endpoint < other.as_str() {
+                (endpoint.to_owned(), other.clone())
+            } else {
+                (other.clone(), endpoint.to_owned())
+            };
             if !s.introduced.insert(pair) {
                 continue;
             }
@@ -217,7 +221,11 @@ impl Hub {
                         s.local.iter().map(|(e, l)| (e.clone(), l.outbox.clone(), l.topics.clone())).collect();
                     for (local, outbox, local_topics) in locals {
                         let Some(topic) = shares(&topics, &local_topics) else { continue };
-                        let pair = if local < endpoint { (local.clone(), endpoint.clone()) } else { (endpoint.clone(), local.clone()) };
+                        let pair = if local < endpoint {
+                            (local.clone(), endpoint.clone())
+                        } else {
+                            (endpoint.clone(), local.clone())
+                        };
                         if s.introduced.insert(pair) {
                             notices.push((outbox, Signal::Peer { endpoint: endpoint.clone(), topic }));
                         }
