@@ -38,6 +38,9 @@ struct Cli {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Fail if no bridge is running, instead of starting one for the command.
+    #[arg(long, global = true)]
+    no_autostart: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +79,9 @@ enum Command {
     /// Bookmarks.
     #[command(subcommand)]
     Bookmarks(BookmarksCommand),
+    /// A hash of the replica's whole JSON view (equal on replicas holding the same data).
+    #[command(hide = true)]
+    Digest,
 }
 
 #[derive(Args, Debug, Default)]
@@ -429,6 +435,9 @@ impl Bridge {
         {
             return Ok(Self { base, client, own: None });
         }
+        if cli.no_autostart {
+            return Err(format!("no bridge is running at {listen}"));
+        }
         // None running here: start one for this command.
         let args = RunArgs { no_discovery: !network, ..RunArgs::default() };
         let mut config = config(cli, file, &args);
@@ -617,6 +626,11 @@ async fn command(cli: &Cli, bridge: &Bridge) -> Result<(), String> {
                 }
                 None => print!("{text}"),
             }
+            Ok(())
+        }
+        Command::Digest => {
+            let digest: String = bridge.get("/peer/digest").await?;
+            println!("{}", serde_json::Value::String(digest));
             Ok(())
         }
         Command::Bookmarks(BookmarksCommand::Add { url, title }) => {
