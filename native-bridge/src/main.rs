@@ -253,13 +253,13 @@ fn data_dir(cli: &Cli, file: &FileConfig) -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The daemon logs its progress; a one-shot command only its warnings.
+    let default_filter = if matches!(cli.command, Command::Run(_)) { "info,webrtc=warn,rtc=warn" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -73,8 +73,12 @@ fn three_bridges_discover_each_other_in_milliseconds() {
     // The newest bridge queried at start; the others answered. Its first-heard times are the
     // time-to-discover of a newcomer.
     let newcomer = lan.status(3);
-    let heard: Vec<u64> =
-        newcomer["bridge"]["discovery"]["first_heard_ms"].as_object().unwrap().values().filter_map(|v| v.as_u64()).collect();
+    let heard: Vec<u64> = newcomer["bridge"]["discovery"]["first_heard_ms"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_u64())
+        .collect();
     assert_eq!(heard.len(), 2);
     let worst = heard.iter().max().copied().unwrap();
     println!("time-to-discover for a newcomer: {heard:?} ms (worst {worst} ms)");
@@ -134,7 +138,13 @@ fn native_peers_pair_sync_a_realistic_profile_and_survive_kill_9() {
     };
     let started = Instant::now();
     seed_store(&lan.data_dir(1), "machine 1", size);
-    println!("seeded machine 1 with {} bookmarks, {} visits, {} passwords in {:?}", size.bookmarks, size.visits, size.passwords, started.elapsed());
+    println!(
+        "seeded machine 1 with {} bookmarks, {} visits, {} passwords in {:?}",
+        size.bookmarks,
+        size.visits,
+        size.passwords,
+        started.elapsed()
+    );
 
     let a = lan.start_bridge(1, &[]);
     let mut b = Some(lan.start_bridge(2, &[]));
@@ -153,11 +163,15 @@ fn native_peers_pair_sync_a_realistic_profile_and_survive_kill_9() {
     // A change on either side appears on the other.
     let started = Instant::now();
     lan.cli(2, &["bookmarks", "add", "https://example.org/from-two", "--title", "from two"]).unwrap();
-    lan.wait("machine 2's change on machine 1", Duration::from_secs(30), || has_bookmark(&lan, 1, "https://example.org/from-two").then_some(()));
+    lan.wait("machine 2's change on machine 1", Duration::from_secs(30), || {
+        has_bookmark(&lan, 1, "https://example.org/from-two").then_some(())
+    });
     let two_to_one = started.elapsed();
     let started = Instant::now();
     lan.cli(1, &["bookmarks", "add", "https://example.org/from-one", "--title", "from one"]).unwrap();
-    lan.wait("machine 1's change on machine 2", Duration::from_secs(30), || has_bookmark(&lan, 2, "https://example.org/from-one").then_some(()));
+    lan.wait("machine 1's change on machine 2", Duration::from_secs(30), || {
+        has_bookmark(&lan, 2, "https://example.org/from-one").then_some(())
+    });
     println!("one change, 2→1 seen after {two_to_one:?}, 1→2 after {:?} (including CLI polling)", started.elapsed());
 
     // kill -9 machine 2 at random points while it writes locally and receives a stream of
@@ -195,7 +209,10 @@ fn native_peers_pair_sync_a_realistic_profile_and_survive_kill_9() {
         b = Some(restarted);
     }
     let synced = wait_same_digest(&lan, 1, 2, Duration::from_secs(300));
-    println!("{rounds} kill -9 rounds, {} acknowledged writes all kept; converged {synced:?} after the last restart", acknowledged.len());
+    println!(
+        "{rounds} kill -9 rounds, {} acknowledged writes all kept; converged {synced:?} after the last restart",
+        acknowledged.len()
+    );
     b.take().unwrap().stop();
     a.stop();
 }

@@ -65,7 +65,15 @@ impl Lan {
             ip(&["-n", &sw, "link", "set", &switch_end, "master", "br0"]);
             ip(&["-n", &sw, "link", "set", &switch_end, "up"]);
             let _ = Command::new("ip")
-                .args(["netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ])
                 .output();
             ip(&["-n", &ns, "link", "set", &host_end, "name", "eth0"]);
             ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"]);
@@ -155,7 +163,11 @@ impl Lan {
     }
 
     /// Runs `f` on a thread inside machine `i`'s network namespace.
-    pub(crate) fn in_ns<T: Send + 'static>(&self, i: usize, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    pub(crate) fn in_ns<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = PathBuf::from("/var/run/netns").join(self.ns(i));
         std::thread::spawn(move || {
             enter_netns(&path);
@@ -174,7 +186,10 @@ pub(crate) fn enter_netns(path: &Path) {
 impl Drop for Lan {
     fn drop(&mut self) {
         for pid in self.children.lock().map(|c| c.clone()).unwrap_or_default() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+                nix::sys::signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
         for i in 1..=self.n {
@@ -211,7 +226,11 @@ impl Bridge {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
         nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "bridge exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        assert!(
+            status.success(),
+            "bridge exited with {status}: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     /// Resident memory, kB.
