@@ -1,7 +1,13 @@
 //! The bridge on a real (namespaced) LAN: multicast discovery, pairing and sync between native
 //! peers over real WebRTC, and crash safety under `kill -9`. Each test builds its own network
 //! namespaces and sends nothing anywhere else.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod lan;
 

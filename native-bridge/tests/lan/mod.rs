@@ -2,7 +2,14 @@
 //! on one switch (a Linux bridge in `<prefix>-sw`), addresses `10.<net>.0.i/24`, multicast on.
 //! Nothing touches the host's interfaces; everything is removed on drop (processes killed
 //! first). Needs root, as CI has.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
