@@ -48,8 +48,13 @@ const EVENT_QUEUE: usize = 256;
 const MAX_MESSAGE: usize = 64 * 1024;
 /// How long to wait for ICE gathering before sending a description anyway.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long after a connection ends the offering side tries again.
+/// How long after a connection ends the offering side first tries again; it doubles with each
+/// failure (up to [`MAX_RETRY_MS`]) until a session is authenticated.
 const RETRY_MS: u64 = 2_000;
+/// Longest wait between attempts.
+const MAX_RETRY_MS: u64 = 60_000;
+/// How long a connection may take from offer or answer to an open data channel.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the rotating identity topics are re-joined.
 const TOPIC_REFRESH_MS: u64 = 10 * 60 * 1000;
 
@@ -419,7 +424,9 @@ async fn run_connection(
     let dc = pc.create_data_channel("kathon", Some(init)).await.map_err(err("cannot open the data channel"))?;
 
     let (reader_done_tx, mut reader_done) = oneshot::channel::<()>();
-    tokio::spawn(read_channel(key, pc.clone(), dc.clone(), events.clone(), reader_done_tx));
+    let (open_tx, mut open_rx) = watch::channel(false);
+    tokio::spawn(read_channel(key, pc.clone(), dc.clone(), events.clone(), reader_done_tx, open_tx));
+    let connect_deadline = tokio::time::Instant::now().checked_add(CONNECT_TIMEOUT);
 
     let result = async {
         match remote_offer {
@@ -440,9 +447,27 @@ async fn run_connection(
                 let _ = events.send(ConnEvent::Signal(key, RtcSignal::Answer { sdp })).await;
             }
         }
+        // Until the channel opens, a deadline: an answer that never comes (dropped or replayed
+        // signaling) must not hold the endpoint forever.
+        let opened = async {
+            match connect_deadline {
+                Some(deadline) => {
+                    tokio::time::timeout_at(deadline, open_rx.wait_for(|o| *o)).await.is_ok_and(|r| r.is_ok())
+                }
+                None => true,
+            }
+        };
+        tokio::pin!(opened);
+        let mut open = false;
         loop {
             tokio::select! {
                 _ = &mut reader_done => return Ok(()),
+                in_time = &mut opened, if !open => {
+                    if !in_time {
+                        return Err("the connection did not open in time".to_owned());
+                    }
+                    open = true;
+                }
                 command = commands.recv() => match command {
                     None => return Ok(()),
                     Some(ConnCommand::Answer(sdp)) => {
@@ -471,10 +496,12 @@ async fn read_channel(
     dc: Arc<dyn DataChannel>,
     events: mpsc::Sender<ConnEvent>,
     done: oneshot::Sender<()>,
+    opened: watch::Sender<bool>,
 ) {
     while let Some(event) = dc.poll().await {
         match event {
             DataChannelEvent::OnOpen => {
+                let _ = opened.send(true);
                 let local = pc.local_description().await.and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp));
                 let remote =
                     pc.remote_description().await.and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp));
@@ -529,6 +556,8 @@ struct Actor {
     by_endpoint: BTreeMap<String, PeerKey>,
     known: BTreeSet<String>,
     retry: BTreeMap<String, u64>,
+    /// The current wait before reconnecting to an endpoint, while its sessions keep failing.
+    backoff: BTreeMap<String, u64>,
     next_key: PeerKey,
     pairing_topic: Option<String>,
     pairing: BTreeMap<PeerKey, PairingInfo>,
@@ -590,6 +619,7 @@ impl Actor {
             by_endpoint: BTreeMap::new(),
             known: BTreeSet::new(),
             retry: BTreeMap::new(),
+            backoff: BTreeMap::new(),
             next_key: 1,
             pairing_topic: None,
             pairing: BTreeMap::new(),
@@ -713,14 +743,17 @@ impl Actor {
             EngineEvent::Committed(_) | EngineEvent::Model(_) => self.last_sync_ms = self.now(),
             EngineEvent::PeerAuthenticated { peer, device, name } => {
                 tracing::info!(%device, name, "session authenticated");
+                if let Some(conn) = self.conns.get(&peer) {
+                    self.backoff.remove(&conn.endpoint);
+                }
                 self.pairing.remove(&peer);
                 self.sessions.insert(peer, (device, name));
             }
             EngineEvent::PeerRefused { peer, error } => {
                 tracing::warn!(peer, %error, "session refused");
-                self.pairing.remove(&peer);
-                self.sessions.remove(&peer);
                 self.last_error = Some(error.to_string());
+                // The session is dead: drop the connection (the offering side tries again later).
+                self.close(peer);
             }
             EngineEvent::PeerSentInvalid { peer, error } => {
                 tracing::warn!(peer, %error, "a peer sent something invalid");
@@ -779,7 +812,9 @@ impl Actor {
             self.sessions.remove(&key);
             self.pairing.remove(&key);
             if self.known.contains(&conn.endpoint) && self.endpoint < conn.endpoint {
-                self.retry.insert(conn.endpoint, self.now().saturating_add(RETRY_MS));
+                let wait = self.backoff.get(&conn.endpoint).copied().unwrap_or(RETRY_MS);
+                self.backoff.insert(conn.endpoint.clone(), wait.saturating_mul(2).min(MAX_RETRY_MS));
+                self.retry.insert(conn.endpoint, self.now().saturating_add(wait));
             }
         }
     }

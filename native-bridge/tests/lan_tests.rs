@@ -10,6 +10,7 @@
 )]
 
 mod lan;
+mod tamper;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -221,4 +222,79 @@ fn native_peers_pair_sync_a_realistic_profile_and_survive_kill_9() {
     );
     b.take().unwrap().stop();
     a.stop();
+}
+
+fn sessions(lan: &Lan, i: usize) -> usize {
+    lan.status(i)["peer"]["sessions"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn a_tampering_bridge_cannot_make_an_authenticated_session() {
+    if !require_root() {
+        return;
+    }
+    let _serial = lan::serial();
+    let lan = Lan::up(3);
+    seed_store(&lan.data_dir(1), "machine 1", ProfileSize::SMALL);
+    // Pair directly first (the honest LAN), then take the bridges apart.
+    let (a, b) = (lan.start_bridge(1, &[]), lan.start_bridge(2, &[]));
+    pair(&lan, 1, 2);
+    lan.wait("a session", Duration::from_secs(30), || (sessions(&lan, 1) > 0 && sessions(&lan, 2) > 0).then_some(()));
+    a.stop();
+    b.stop();
+
+    // Now the two bridges cannot hear each other (different discovery ports); the only way
+    // between them is a malicious bridge on machine 3 that links to both relays.
+    let a = lan.start_bridge(1, &["--discovery-port", "17101"]);
+    let b = lan.start_bridge(2, &["--discovery-port", "17102"]);
+    let tamper = tamper::Tamper::new();
+    tamper.set(tamper::Mode::ManInTheMiddle);
+    let relays = [format!("{}:7711", lan.addr(1)), format!("{}:7711", lan.addr(2))];
+    let own = lan.addr(3).to_string();
+    let t = tamper.clone();
+    let _mitm = lan.in_ns(3, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(tamper::run(t, own, relays));
+    });
+
+    // Swapped fingerprints: both DTLS handshakes succeed — with the attacker — and the data
+    // channels are spliced, but the engine's handshake binds both fingerprints: no session.
+    lan.wait("the man in the middle to splice a connection", Duration::from_secs(30), || {
+        (*tamper.spliced.lock().unwrap() > 0).then_some(())
+    });
+    let refused = lan.wait("a refused handshake", Duration::from_secs(30), || {
+        let s1 = lan.status(1)["peer"]["last_error"].as_str().map(str::to_owned);
+        let s2 = lan.status(2)["peer"]["last_error"].as_str().map(str::to_owned);
+        s1.into_iter().chain(s2).find(|e| e.contains("handshake"))
+    });
+    println!("man in the middle refused: {refused}");
+    for _ in 0..30 {
+        assert_eq!(sessions(&lan, 1) + sessions(&lan, 2), 0, "a session through a man in the middle");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("{} spliced connections, none authenticated", tamper.spliced.lock().unwrap());
+
+    // The same path, carried honestly, does make a session: the test can fail.
+    tamper.set(tamper::Mode::Honest);
+    lan.wait("a session through the honest relay", Duration::from_secs(60), || {
+        (sessions(&lan, 1) > 0 && sessions(&lan, 2) > 0).then_some(())
+    });
+
+    // A replayed offer (live signaling dropped) yields no session.
+    tamper.set(tamper::Mode::Replay);
+    lan.wait("the replayed offer to take effect", Duration::from_secs(10), || (sessions(&lan, 2) == 0).then_some(()));
+    for _ in 0..25 {
+        assert_eq!(sessions(&lan, 2), 0, "a session from a replayed offer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tamper.set(tamper::Mode::Honest);
+    lan.wait("sessions again once the relay is honest", Duration::from_secs(60), || {
+        (sessions(&lan, 1) > 0 && sessions(&lan, 2) > 0).then_some(())
+    });
+    a.stop();
+    b.stop();
 }
