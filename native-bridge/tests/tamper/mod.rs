@@ -37,11 +37,16 @@ pub(crate) enum Mode {
     Replay,
 }
 
+/// A recorded offer: `(from link, from, to, sdp)`.
+type RecordedOffer = (usize, String, String, String);
+/// Offers made towards the answering side, by `(from, to)`.
+type Waiting = Arc<Mutex<BTreeMap<(String, String), Arc<dyn PeerConnection>>>>;
+
 #[derive(Clone)]
 pub(crate) struct Tamper {
     pub(crate) mode: Arc<Mutex<Mode>>,
     /// The last offer seen: `(from link, from, to, sdp)`.
-    pub(crate) last_offer: Arc<Mutex<Option<(usize, String, String, String)>>>,
+    pub(crate) last_offer: Arc<Mutex<Option<RecordedOffer>>>,
     /// Offers it sent as a man in the middle.
     pub(crate) spliced: Arc<Mutex<u32>>,
     replay_now: Arc<tokio::sync::Notify>,
@@ -145,7 +150,7 @@ pub(crate) async fn run(tamper: Tamper, own_addr: String, bridges: [String; 2]) 
     }
     let (out_tx, mut outgoing) = mpsc::unbounded_channel::<(usize, LinkMessage)>();
     // Offers this MITM made towards the answering side, waiting for its answer: (from, to) → pc.
-    let waiting: Arc<Mutex<BTreeMap<(String, String), Arc<dyn PeerConnection>>>> = Arc::default();
+    let waiting: Waiting = Arc::default();
     loop {
         tokio::select! {
             next = incoming.recv() => {
