@@ -298,3 +298,159 @@ fn a_tampering_bridge_cannot_make_an_authenticated_session() {
     a.stop();
     b.stop();
 }
+
+/// Sends `packets` to the discovery group from `source` (bound there), as fast as it can.
+fn blast(source: std::net::Ipv4Addr, packets: &[Vec<u8>], rounds: usize) -> usize {
+    let socket = std::net::UdpSocket::bind((source, 0)).unwrap();
+    socket.set_multicast_ttl_v4(1).unwrap();
+    let group = std::net::SocketAddr::from(([239, 255, 70, 77], 7712));
+    let mut sent = 0;
+    for _ in 0..rounds {
+        for p in packets {
+            if socket.send_to(p, group).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_flood_of_garbage_and_spoofed_packets_is_survived() {
+    if !require_root() {
+        return;
+    }
+    let _serial = lan::serial();
+    let lan = Lan::up(4);
+    seed_store(&lan.data_dir(1), "machine 1", ProfileSize::SMALL);
+    let victim = lan.start_bridge(1, &[]);
+    let _other = lan.start_bridge(2, &["--no-peer"]);
+    lan.wait("the two bridges to meet", Duration::from_secs(10), || (neighbours(&lan.status(1)) == 1).then_some(()));
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = victim.rss_kb();
+
+    // The attacker (machine 3) also holds an address that is not on any local link.
+    let ns3 = lan.ns(3);
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns3, "addr", "add", "203.0.113.7/32", "dev", "eth0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let mut rng = kathon_core::testing::rng_for_tests(5);
+    let mut garbage = Vec::new();
+    for _ in 0..200 {
+        let mut p = vec![0u8; (rng.next_u32() % 1500) as usize];
+        rng.fill_bytes(&mut p);
+        garbage.push(p);
+    }
+    // Valid packets from a thousand invented bridges, truncated copies of them, and queries
+    // (which ask for answers: amplification).
+    let mut forged = Vec::new();
+    for _ in 0..1000 {
+        let mut bridge = [0u8; 16];
+        rng.fill_bytes(&mut bridge);
+        let mut topic = [0u8; 32];
+        rng.fill_bytes(&mut topic);
+        let announce = kathon_core::discovery::Packet::Announce { bridge, relay_port: 9, topics: vec![topic] }.encode();
+        garbage.push(announce[..announce.len() / 2].to_vec());
+        forged.push(announce);
+        forged.push(kathon_core::discovery::Packet::Query { bridge }.encode());
+    }
+    let attacker = lan.addr(3);
+    let udp = lan.in_ns(3, move || {
+        let mut sent = blast(attacker, &garbage, 20);
+        sent += blast(attacker, &forged, 5);
+        sent += blast("203.0.113.7".parse().unwrap(), &forged, 2);
+        sent
+    });
+
+    // Signaling: many connections sending junk, oversized messages, binary frames and foreign
+    // origins, on the victim's loopback.
+    let signaling = lan.in_ns(1, || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            use futures_util::SinkExt;
+            use tokio_tungstenite::tungstenite::Message;
+            let mut refused = 0;
+            let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                "ws://127.0.0.1:7710/ws",
+            )
+            .unwrap();
+            request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+            if tokio_tungstenite::connect_async(request).await.is_err() {
+                refused += 1;
+            }
+            let mut open = Vec::new();
+            for i in 0..100 {
+                let Ok((mut ws, _)) = tokio_tungstenite::connect_async("ws://127.0.0.1:7710/ws").await else {
+                    continue;
+                };
+                let _ = ws.send(Message::Text("{not json".into())).await;
+                let _ = ws.send(Message::Binary(vec![0u8; 1000].into())).await;
+                let _ = ws.send(Message::Text("x".repeat(70_000).into())).await;
+                let join = format!(r#"{{"type":"join","endpoint":"flood{i}","topics":["{}"]}}"#, "ab".repeat(32));
+                let _ = ws.send(Message::Text(join.into())).await;
+                open.push(ws);
+            }
+            (refused, open.len())
+        })
+    });
+    let relay_addr = format!("{}:7711", lan.addr(1));
+    let relay = lan.in_ns(3, move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+            use futures_util::SinkExt;
+            use tokio_tungstenite::tungstenite::Message;
+            let mut sent = 0;
+            for _ in 0..20 {
+                let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{relay_addr}/relay")).await else {
+                    continue;
+                };
+                let endpoints: Vec<(String, Vec<String>)> =
+                    (0..5000).map(|i| (format!("ghost{i}"), vec!["ab".repeat(32)])).collect();
+                let huge = serde_json::json!({ "type": "endpoints", "endpoints": endpoints }).to_string();
+                for m in [
+                    huge,
+                    "{}".into(),
+                    "garbage".into(),
+                    r#"{"type":"relay","from":"nobody","to":"x","payload":{"type":"offer","sdp":"v=0"}}"#.into(),
+                ] {
+                    if ws.send(Message::Text(m.into())).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            sent
+        })
+    });
+    // A legitimate newcomer joins during the flood and is found.
+    let newcomer = lan.start_bridge(4, &["--no-peer"]);
+    let sent_udp = udp.join().unwrap();
+    let (refused, junk_connections) = signaling.join().unwrap();
+    let relay_messages = relay.join().unwrap();
+    lan.wait("the newcomer to be found despite the flood", Duration::from_secs(20), || {
+        let s = lan.status(1);
+        s["bridge"]["discovery"]["neighbours"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|b| b["addr"] == lan.addr(4).to_string()))
+            .then_some(())
+    });
+    let status = lan.status(1);
+    let stats = &status["bridge"]["discovery"]["stats"];
+    let cached = neighbours(&status);
+    let rss_after = victim.rss_kb();
+    println!(
+        "flood: {sent_udp} UDP packets, {junk_connections} junk signaling connections ({refused} foreign origin refused), {relay_messages} relay messages; \
+         victim stats {stats}; {cached} bridges cached; RSS {rss_before} kB -> {rss_after} kB"
+    );
+    assert_eq!(refused, 1, "a foreign origin must be refused");
+    assert!(stats["malformed"].as_u64().unwrap() > 0, "garbage is counted");
+    assert!(stats["rejected"].as_u64().unwrap() > 0, "off-link sources are counted");
+    assert!(cached <= kathon_core::discovery::MAX_CACHE, "the cache is bounded");
+    let (bytes_in, bytes_out) = (stats["bytes_in"].as_u64().unwrap(), stats["bytes_out"].as_u64().unwrap());
+    assert!(bytes_out <= 3 * bytes_in, "never more out than 3x in: {bytes_out} > 3 x {bytes_in}");
+    assert!(rss_after < rss_before + 64 * 1024, "memory grew from {rss_before} kB to {rss_after} kB");
+    // Still serving, and its native peer still works.
+    assert_eq!(status["peer"]["state"], "enrolled");
+    victim.stop();
+    newcomer.stop();
+}
