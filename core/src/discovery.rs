@@ -87,7 +87,11 @@ impl Packet {
     /// Decodes untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() > MAX_PACKET {
-            return Err(DecodeError::TooLarge { what: "discovery packet", len: bytes.len() as u64, max: MAX_PACKET as u64 });
+            return Err(DecodeError::TooLarge {
+                what: "discovery packet",
+                len: bytes.len() as u64,
+                max: MAX_PACKET as u64,
+            });
         }
         let mut r = Reader::new(bytes);
         if r.array::<4>("discovery magic")? != MAGIC {
@@ -230,10 +234,9 @@ impl Discovery {
                 self.stats.accepted = self.stats.accepted.saturating_add(1);
                 self.budget = self.budget.saturating_add(bytes.len().saturating_mul(AMPLIFICATION)).min(BUDGET_CAP);
                 let neighbour = Neighbour { addr: from, relay_port, topics, seen_ms: now_ms };
-                let changed = self
-                    .cache
-                    .get(&bridge)
-                    .is_none_or(|old| old.topics != neighbour.topics || old.addr != neighbour.addr || old.relay_port != relay_port);
+                let changed = self.cache.get(&bridge).is_none_or(|old| {
+                    old.topics != neighbour.topics || old.addr != neighbour.addr || old.relay_port != relay_port
+                });
                 if changed && !self.cache.contains_key(&bridge) {
                     // A newcomer: let it find us now, not in 30 s.
                     self.announce_due = true;
@@ -262,7 +265,8 @@ impl Discovery {
         }
         let periodic = now_ms >= self.next_periodic_ms;
         if self.announce_due || periodic {
-            let packet = Packet::Announce { bridge: self.me, relay_port: self.relay_port, topics: self.topics.clone() }.encode();
+            let packet =
+                Packet::Announce { bridge: self.me, relay_port: self.relay_port, topics: self.topics.clone() }.encode();
             if !periodic {
                 // Answers and newcomer greetings: rate-limited and within the byte budget.
                 if now_ms.saturating_sub(self.last_reply_ms) < MIN_REPLY_GAP_MS {

@@ -72,8 +72,8 @@
 #![warn(missing_docs)]
 
 pub mod certificate;
-pub mod discovery;
 pub(crate) mod codec;
+pub mod discovery;
 pub mod envelope;
 pub mod error;
 pub mod hash;

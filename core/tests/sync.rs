@@ -502,3 +502,38 @@ fn incremental_sync_grows_with_the_changes_not_the_profile() {
         last = bytes;
     }
 }
+
+#[test]
+fn a_device_in_the_middle_relays_changes_between_devices_that_never_meet() {
+    // b and c are both connected to a, never to each other (a native peer between two
+    // browsers on different machines).
+    let mut net = trio(11);
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.run_for(2_000);
+    add(&mut net, 1, "from b");
+    net.run_for(3_000);
+    assert_eq!(bookmarks(&mut net, 0), 1, "a has b's change");
+    assert_eq!(bookmarks(&mut net, 2), 1, "c has b's change, through a");
+    add(&mut net, 2, "from c");
+    net.run_for(3_000);
+    assert_eq!(bookmarks(&mut net, 1), 2, "b has c's change, through a");
+}
+
+#[test]
+fn a_device_paired_later_reaches_devices_already_in_session() {
+    // b is in session with a when c joins through a; c's changes must reach b through a, so b
+    // must learn c's certificate from a.
+    let mut net = net(12);
+    let a = net.add_founder("a");
+    let b = net.add_paired(a, "b");
+    net.run_for(1_000);
+    let c = net.add_paired(a, "c");
+    net.disconnect(b, c);
+    net.partition(b, c);
+    net.run_for(1_000);
+    add(&mut net, c, "from c");
+    net.run_for(3_000);
+    assert_eq!(bookmarks(&mut net, a), 1, "a has c's change");
+    assert_eq!(bookmarks(&mut net, b), 1, "b has c's change, through a");
+}

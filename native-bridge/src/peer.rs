@@ -132,22 +132,7 @@ pub struct PairingInfo {
     pub sas: String,
 }
 
-/// Sizes of the replica.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Counts {
-    /// Bookmarks (not folders).
-    pub bookmarks: usize,
-    /// History visits.
-    pub history: usize,
-    /// Password entries.
-    pub passwords: usize,
-    /// Keys.
-    pub keys: usize,
-    /// Named workspaces.
-    pub workspaces: usize,
-    /// Envelopes held.
-    pub envelopes: usize,
-}
+pub use kathon_core::model::Counts;
 
 /// A device of the identity.
 #[derive(Clone, Debug, Serialize)]
@@ -1093,14 +1078,7 @@ impl Actor {
     fn status(&self) -> PeerStatus {
         let engine = self.engine.as_ref();
         let enrolled = engine.and_then(Engine::identity);
-        let counts = engine.and_then(Engine::state).map_or_else(Counts::default, |s| Counts {
-            bookmarks: s.bookmarks().bookmark_count(),
-            history: s.history_len(),
-            passwords: s.passwords().len(),
-            keys: s.keys().len(),
-            workspaces: s.named_workspaces().len(),
-            envelopes: s.envelopes().count(),
-        });
+        let counts = engine.and_then(Engine::state).map_or_else(Counts::default, |s| s.counts());
         PeerStatus {
             state: match (engine, enrolled) {
                 (None, _) => "new",

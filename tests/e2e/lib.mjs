@@ -45,10 +45,11 @@ export const CHROMIUM_ARGS = [
   '--disable-quic',
 ];
 
-/** Launches Debian's Chromium headless with a persistent profile in `profileDir`. */
-export async function browser(profileDir, extraArgs = []) {
+/** Launches Debian's Chromium headless with a persistent profile in `profileDir` (through
+ *  `executablePath`, e.g. a wrapper that starts it inside a network namespace). */
+export async function browser(profileDir, extraArgs = [], executablePath = '/usr/bin/chromium') {
   return chromium.launchPersistentContext(profileDir, {
-    executablePath: '/usr/bin/chromium',
+    executablePath,
     headless: true,
     args: [...CHROMIUM_ARGS, ...extraArgs],
   });

@@ -52,6 +52,7 @@ export interface Device { id: string; name: string; thisDevice: boolean; revoked
 export interface ImportReport { foldersAdded: number; bookmarksAdded: number; passwordsAdded: number; passwordsUpdated: number; duplicatesSkipped: number; }
 export interface StoreStatus { enrolled: boolean; locked: boolean; passphraseSet: boolean; identityId: string | null; deviceId: string | null; holdsRootKey: boolean; }
 export interface SyncStatus { bridge: string; peersFound: number; connected: number; lastSyncMs: number; lastError: string | null; pendingStorage: number; pendingEnvelopes: number; }
+export interface Counts { bookmarks: number; history: number; passwords: number; keys: number; workspaces: number; envelopes: number; }
 export interface PairingCodeInfo { code: string; expiresAt: number; }
 export type KathonEventKind = "change" | "committed" | "peers" | "pairing" | "alert" | "error" | "*";
 "#;
@@ -511,6 +512,17 @@ impl KathonStore {
     pub fn revoke_device(&self, device_id: &str) -> Result<(), JsValue> {
         let device = device(device_id)?;
         self.engine_mut(|engine| engine.revoke(device, now_ms()).map_err(error::engine))
+    }
+
+    /// How much the replica holds: `{bookmarks, history, passwords, keys, workspaces, envelopes}`.
+    #[wasm_bindgen(unchecked_return_type = "Counts")]
+    pub fn counts(&self) -> Result<JsValue, JsValue> {
+        self.read(|s| to_js(&s.counts()))
+    }
+
+    /// A hash of the replica's content: equal on devices holding the same data.
+    pub fn digest(&self) -> Result<String, JsValue> {
+        self.read(|s| s.digest())
     }
 
     /// Re-verifies every stored signature (the full audit). Resolves to the failures.

@@ -936,6 +936,24 @@ impl BrowserState {
         })
     }
 
+    /// A hash of [`BrowserState::to_json`]: equal on replicas holding the same data, so two
+    /// devices can tell whether they have converged without sending the data.
+    pub fn digest(&self) -> String {
+        blake3::hash(self.to_json().to_string().as_bytes()).to_hex().to_string()
+    }
+
+    /// How much the replica holds.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            bookmarks: self.bookmarks().bookmark_count(),
+            history: self.history_len(),
+            passwords: self.passwords().len(),
+            keys: self.keys().len(),
+            workspaces: self.named_workspaces().len(),
+            envelopes: self.envelopes().count(),
+        }
+    }
+
     /// The encoded document state: the `yrs` document and the history store.
     pub fn encode_state(&self) -> Vec<u8> {
         let mut out = self.doc.transact().encode_state_as_update_v1(&StateVector::default());
@@ -1537,4 +1555,21 @@ impl BrowserState {
         }
         Ok(envelope)
     }
+}
+
+/// Sizes of a replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Bookmarks (not folders or separators).
+    pub bookmarks: usize,
+    /// History visits.
+    pub history: usize,
+    /// Password entries.
+    pub passwords: usize,
+    /// Keys.
+    pub keys: usize,
+    /// Named workspaces.
+    pub workspaces: usize,
+    /// Envelopes held.
+    pub envelopes: usize,
 }

@@ -1072,8 +1072,22 @@ impl Engine {
         if changed {
             self.store_registry();
             self.close_revoked_sessions();
+            // Pass what was learned on, so a device between two others keeps both informed.
+            self.broadcast_registry(Some(peer));
         }
-        let _ = peer;
+    }
+
+    /// Sends the registry to every established peer but `except`.
+    fn broadcast_registry(&mut self, except: Option<PeerKey>) {
+        let established: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(k, p)| Some(**k) != except && p.established().is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in established {
+            self.send_registry(key);
+        }
     }
 
     fn close_revoked_sessions(&mut self) {
@@ -1438,6 +1452,9 @@ impl Engine {
         p.purpose = Purpose::Sync;
         self.store_registry();
         self.establish(peer, device, name);
+        // Devices already in session learn the new certificate now, before any of its writes
+        // reach them through this device.
+        self.broadcast_registry(Some(peer));
         Ok(())
     }
 
