@@ -114,6 +114,10 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("npm package installed into a fresh Vite project, plain ES modules, quota (Playwright)", || {
         Cmd::new("node").args(["tests/e2e/npm-package.test.mjs", "pkg"]).run()
     })?;
+    runner.step("native peer and Chromium pages sync across a namespaced LAN (Playwright)", || {
+        Cmd::new("cargo").args(["build", "-p", "kathon-bridge", "--locked"]).run()?;
+        Cmd::new("node").args(["tests/e2e/native-peer.test.mjs", "target/debug/kathon-bridge", "pkg"]).run()
+    })?;
     Ok(())
 }
 
