@@ -109,6 +109,10 @@ pub struct PeerStatus {
     pub last_sync_ms: u64,
     /// Storage batches not yet committed.
     pub pending_storage: usize,
+    /// Data-channel bytes received since start.
+    pub bytes_received: u64,
+    /// Data-channel bytes sent since start.
+    pub bytes_sent: u64,
     /// The last error.
     pub last_error: Option<String>,
     /// Pairings in progress.
@@ -552,6 +556,8 @@ struct Actor {
     topics_at: u64,
     /// Replies held until the storage batch holding their change is committed.
     durable_waiters: Vec<(u64, DurableReply)>,
+    bytes_received: u64,
+    bytes_sent: u64,
 }
 
 /// Sends a reply once its change is on disk (or fails to get there).
@@ -613,6 +619,8 @@ impl Actor {
             last_error: None,
             topics_at: 0,
             durable_waiters: Vec::new(),
+            bytes_received: 0,
+            bytes_sent: 0,
         }
     }
 
@@ -665,6 +673,7 @@ impl Actor {
                 if let Some(conn) = self.conns.get(&t.peer)
                     && conn.up
                 {
+                    self.bytes_sent = self.bytes_sent.saturating_add(t.frame.len() as u64);
                     let _ = conn.commands.send(ConnCommand::Frame(t.frame));
                 }
             }
@@ -848,6 +857,7 @@ impl Actor {
                 }
             }
             ConnEvent::Frame(key, bytes) => {
+                self.bytes_received = self.bytes_received.saturating_add(bytes.len() as u64);
                 if self.conns.contains_key(&key)
                     && let Some(engine) = self.engine.as_mut()
                 {
@@ -1096,6 +1106,8 @@ impl Actor {
             sessions: self.sessions.values().map(|(d, n)| (d.to_string(), n.clone())).collect(),
             last_sync_ms: self.last_sync_ms,
             pending_storage: engine.map_or(0, Engine::pending_storage),
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
             last_error: self.last_error.clone(),
             pairing: self.pairing.values().cloned().collect(),
             counts,

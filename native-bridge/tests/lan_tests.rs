@@ -162,8 +162,14 @@ fn native_peers_pair_sync_a_realistic_profile_and_survive_kill_9() {
     pair(&lan, 1, 2);
     let paired = started.elapsed();
     let synced = wait_same_digest(&lan, 1, 2, Duration::from_secs(600));
-    let counts = lan.status(2)["peer"]["counts"].clone();
-    println!("paired in {paired:?}; realistic profile synced to the new device in {synced:?}: {counts}");
+    let status2 = lan.status(2);
+    let counts = status2["peer"]["counts"].clone();
+    let received = status2["peer"]["bytes_received"].as_u64().unwrap();
+    println!(
+        "paired in {paired:?}; profile synced to the new device in {synced:?} (measured by polling): {counts}; \
+         {received} bytes over the data channel, {:.1} MB/s end to end (verify, apply, durable store included)",
+        received as f64 / synced.as_secs_f64() / 1e6
+    );
     assert_eq!(counts["bookmarks"].as_u64(), Some(size.bookmarks as u64));
     assert_eq!(counts["history"].as_u64(), Some(size.visits as u64));
 
@@ -453,4 +459,33 @@ fn a_flood_of_garbage_and_spoofed_packets_is_survived() {
     assert_eq!(status["peer"]["state"], "enrolled");
     victim.stop();
     newcomer.stop();
+}
+
+#[test]
+fn an_idle_bridge_costs_little() {
+    if !require_root() {
+        return;
+    }
+    let _serial = lan::serial();
+    let lan = Lan::up(2);
+    seed_store(&lan.data_dir(1), "machine 1", ProfileSize::SMALL);
+    let with_peer = lan.start_bridge(1, &[]);
+    let signaling_only = lan.start_bridge(2, &["--no-peer"]);
+    lan.wait("the bridges to meet", Duration::from_secs(10), || (neighbours(&lan.status(1)) == 1).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let window = Duration::from_secs(10);
+    let before = (with_peer.cpu_ticks(), signaling_only.cpu_ticks());
+    std::thread::sleep(window);
+    let after = (with_peer.cpu_ticks(), signaling_only.cpu_ticks());
+    let percent = |d: u64| d as f64 / ticks_per_s / window.as_secs_f64() * 100.0;
+    println!(
+        "idle over {window:?}: bridge + native peer (small profile) {:.2}% CPU, {} kB RSS; signaling-only bridge {:.2}% CPU, {} kB RSS",
+        percent(after.0 - before.0),
+        with_peer.rss_kb(),
+        percent(after.1 - before.1),
+        signaling_only.rss_kb()
+    );
+    with_peer.stop();
+    signaling_only.stop();
 }
