@@ -98,3 +98,46 @@ fn offline_commands_create_import_export_and_list() {
     assert!(out.contains("State:        enrolled") && out.contains("bookmarks"), "{out}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test]
+async fn a_config_file_sets_defaults_and_flags_win() {
+    let dir = std::env::temp_dir().join(format!("kathon-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("name = \"from the file\"\ndiscovery = false\npeer = false\ndata_dir = {:?}\n", dir.join("data")),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kathon-bridge"))
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("the bridge exited early").unwrap();
+        printed.push(line.clone());
+        if let Some(url) = line.trim().strip_prefix("status:") {
+            break url.trim().to_owned();
+        }
+    };
+    let status: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(status["machine_name"], "from the file");
+    assert!(status["discovery"].is_null() && status["peer"].is_null(), "{status}");
+    assert!(printed.iter().any(|l| l.contains("native peer:  off")), "{printed:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // An unknown key is a clear error, not silently ignored.
+    std::fs::write(&config, "nmae = \"typo\"\n").unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_kathon-bridge")).arg("--config").arg(&config).args(["run"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nmae"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
