@@ -190,10 +190,13 @@ extern "C" {
     fn mitm_answer(sdp: String);
 }
 
+/// Where a store's incoming signaling goes (set once it is attached).
+type Receiver = Rc<RefCell<Option<js_sys::Function>>>;
+
 /// An in-page bridge: routes joins and relays between stores, like the real one.
 #[derive(Default)]
 struct TestBridge {
-    endpoints: BTreeMap<String, (Rc<RefCell<Option<js_sys::Function>>>, Vec<String>)>,
+    endpoints: BTreeMap<String, (Receiver, Vec<String>)>,
     /// When set, offers are routed through a man in the middle.
     mitm: bool,
 }
@@ -226,7 +229,7 @@ fn handle(bridge: &Bridge, slot: &Rc<RefCell<Option<js_sys::Function>>>, me: &Rc
     match Signal::parse(text).unwrap() {
         Signal::Join { endpoint, topics } => {
             *me.borrow_mut() = endpoint.clone();
-            let others: Vec<(String, Rc<RefCell<Option<js_sys::Function>>>, String)> = bridge
+            let others: Vec<(String, Receiver, String)> = bridge
                 .borrow()
                 .endpoints
                 .iter()
