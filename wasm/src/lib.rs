@@ -340,6 +340,18 @@ impl KathonStore {
         })
     }
 
+    /// Whether `passphrase` is the one protecting this store — for asking the user again before
+    /// showing secrets. Compared in constant time; `false` when no passphrase is set.
+    #[wasm_bindgen(js_name = checkPassphrase)]
+    pub fn check_passphrase(&self, passphrase: &str) -> bool {
+        let Ok(inner) = self.shared.try_borrow() else { return false };
+        // `blake3::Hash` compares in constant time.
+        inner
+            .seal
+            .as_ref()
+            .is_some_and(|s| blake3::hash(s.passphrase.as_bytes()) == blake3::hash(passphrase.as_bytes()))
+    }
+
     /// Unlocks a store protected by a passphrase.
     pub fn unlock(&self, passphrase: &str) -> Result<(), JsValue> {
         {

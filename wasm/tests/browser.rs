@@ -133,6 +133,9 @@ async fn a_passphrase_seals_the_keys() {
     assert_eq!(get(&wrong, "code").as_string().unwrap(), "wrong-passphrase");
     again.unlock("correct horse battery").unwrap();
     assert_eq!(again.reveal_password(&entry, None).unwrap(), "p4ss");
+    // The page can ask for the passphrase again before showing secrets.
+    assert!(again.check_passphrase("correct horse battery"));
+    assert!(!again.check_passphrase("correct horse"));
     again.close();
 }
 
