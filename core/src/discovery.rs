@@ -169,6 +169,9 @@ pub struct Discovery {
     topics: Vec<Topic>,
     cache: BTreeMap<BridgeId, Neighbour>,
     announce_due: bool,
+    /// Our own topics changed: announce regardless of the answer budget (no one asked, so it
+    /// cannot amplify anything), only rate-limited.
+    own_change_due: bool,
     query_due: bool,
     next_periodic_ms: u64,
     last_reply_ms: u64,
@@ -185,6 +188,7 @@ impl Discovery {
             topics: Vec::new(),
             cache: BTreeMap::new(),
             announce_due: true,
+            own_change_due: false,
             query_due: true,
             next_periodic_ms: now_ms.saturating_add(ANNOUNCE_INTERVAL_MS),
             last_reply_ms: 0,
@@ -200,7 +204,7 @@ impl Discovery {
         topics.truncate(MAX_TOPICS.into());
         if topics != self.topics {
             self.topics = topics;
-            self.announce_due = true;
+            self.own_change_due = true;
         }
     }
 
@@ -264,6 +268,14 @@ impl Discovery {
             return Some(self.sent(Packet::Query { bridge: self.me }.encode()));
         }
         let periodic = now_ms >= self.next_periodic_ms;
+        if self.own_change_due && now_ms.saturating_sub(self.last_reply_ms) >= MIN_REPLY_GAP_MS {
+            self.own_change_due = false;
+            self.announce_due = false;
+            self.last_reply_ms = now_ms;
+            let packet =
+                Packet::Announce { bridge: self.me, relay_port: self.relay_port, topics: self.topics.clone() }.encode();
+            return Some(self.sent(packet));
+        }
         if self.announce_due || periodic {
             let packet =
                 Packet::Announce { bridge: self.me, relay_port: self.relay_port, topics: self.topics.clone() }.encode();
@@ -296,7 +308,7 @@ impl Discovery {
 
     /// When to call again.
     pub fn poll_timeout(&self) -> u64 {
-        if self.announce_due || self.query_due {
+        if self.announce_due || self.query_due || self.own_change_due {
             self.last_reply_ms.saturating_add(MIN_REPLY_GAP_MS)
         } else {
             self.next_periodic_ms
@@ -342,6 +354,25 @@ mod tests {
         let _ = b.poll_transmit(62); // B's own start-up query
         let ab = b.poll_transmit(200).unwrap();
         assert!(matches!(a.handle_packet(&ab, addr(2), 201), Some(DiscoveryEvent::Found(..))));
+    }
+
+    #[test]
+    fn a_change_of_our_own_topics_is_announced_even_with_no_answer_budget() {
+        let mut d = Discovery::new([1; 16], 9001, 0);
+        let mut t = 0;
+        while d.poll_transmit(t).is_some() {
+            t += 100;
+        }
+        // A query arrives and is answered: the budget is spent.
+        let query = Packet::Query { bridge: [9; 16] }.encode();
+        d.handle_packet(&query, addr(9), t);
+        t += 100;
+        while d.poll_transmit(t).is_some() {
+            t += 100;
+        }
+        d.set_topics(vec![[5; 32]]);
+        let packet = d.poll_transmit(t + 100).expect("our own change is announced at once");
+        assert!(matches!(Packet::decode(&packet), Ok(Packet::Announce { topics, .. }) if topics == vec![[5; 32]]));
     }
 
     #[test]

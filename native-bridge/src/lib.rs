@@ -133,8 +133,16 @@ pub async fn run(
         let relay_port = relay_listener.local_addr()?.port();
         let bridge_id: [u8; 16] = rand_bytes();
         let (found_tx, found_rx) = tokio::sync::mpsc::channel(64);
-        tasks.spawn(mcast::run(discovery, hub.clone(), bridge_id, relay_port, found_tx, discovery_tx, stop_rx.clone()));
-        tasks.spawn(relay::connect_loop(hub.clone(), bridge_id, found_rx, stop_rx.clone()));
+        tasks.spawn(mcast::run(
+            discovery,
+            hub.clone(),
+            bridge_id,
+            relay_port,
+            found_tx.clone(),
+            discovery_tx,
+            stop_rx.clone(),
+        ));
+        tasks.spawn(relay::connect_loop(hub.clone(), bridge_id, found_rx, found_tx, stop_rx.clone()));
         tasks.spawn(relay::serve(relay_listener, hub.clone(), stop_rx.clone()));
     }
     let peer = match &config.native_peer {

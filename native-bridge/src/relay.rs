@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -84,15 +85,22 @@ async fn serve_link(mut socket: WebSocket, hub: Hub) {
     OPEN_LINKS.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// Most attempts to (re)link to one bridge in a row; discovery's next announcement of it
+/// starts a new round.
+const MAX_DIAL_ATTEMPTS: u32 = 5;
+
 /// Connects to the bridges discovery finds, when their endpoints share a topic with ours and
-/// our ID is the smaller.
+/// our ID is the smaller. A link that fails or ends is tried again with a doubling delay.
 pub async fn connect_loop(
     hub: Hub,
     me: BridgeId,
     mut found: mpsc::Receiver<(BridgeId, Neighbour)>,
+    retry: mpsc::Sender<(BridgeId, Neighbour)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let linked: std::sync::Arc<std::sync::Mutex<BTreeSet<BridgeId>>> = Default::default();
+    // Failed attempts in a row per bridge (reset by a link that came up).
+    let attempts: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<BridgeId, u32>>> = Default::default();
     loop {
         tokio::select! {
             () = crate::stopped(&mut stop) => return,
@@ -107,17 +115,40 @@ pub async fn connect_loop(
                 if !shared || already {
                     continue;
                 }
+                let attempt = {
+                    let Ok(mut map) = attempts.lock() else { continue };
+                    let n = map.entry(id).or_insert(0);
+                    *n = n.saturating_add(1);
+                    let n = *n;
+                    if n > MAX_DIAL_ATTEMPTS {
+                        map.remove(&id);
+                        continue;
+                    }
+                    n
+                };
+                let delay = Duration::from_secs(1u64 << attempt.min(6));
                 if let Ok(mut l) = linked.lock() {
                     l.insert(id);
                 }
                 let addr = SocketAddr::new(neighbour.addr.ip(), neighbour.relay_port);
-                let (hub, linked, stop) = (hub.clone(), linked.clone(), stop.clone());
+                let (hub, linked, stop, retry) = (hub.clone(), linked.clone(), stop.clone(), retry.clone());
+                let attempts = attempts.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = dial(addr, hub, stop).await {
+                    let up = AtomicBool::new(false);
+                    if let Err(e) = dial(addr, hub, stop.clone(), &up).await {
                         tracing::info!(%addr, error = %e, "relay link ended");
+                    }
+                    if up.load(Ordering::SeqCst)
+                        && let Ok(mut map) = attempts.lock()
+                    {
+                        map.remove(&id);
                     }
                     if let Ok(mut l) = linked.lock() {
                         l.remove(&id);
+                    }
+                    if !*stop.borrow() {
+                        tokio::time::sleep(delay).await;
+                        let _ = retry.send((id, neighbour)).await;
                     }
                 });
             }
@@ -125,7 +156,8 @@ pub async fn connect_loop(
     }
 }
 
-async fn dial(addr: SocketAddr, hub: Hub, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+/// Links to a bridge until the link ends. `up` is set once it is connected.
+async fn dial(addr: SocketAddr, hub: Hub, mut stop: watch::Receiver<bool>, up: &AtomicBool) -> Result<(), String> {
     let url = match addr {
         SocketAddr::V4(a) => format!("ws://{a}/relay"),
         SocketAddr::V6(a) => format!("ws://[{}%{}]:{}/relay", a.ip(), a.scope_id(), a.port()),
@@ -136,6 +168,7 @@ async fn dial(addr: SocketAddr, hub: Hub, mut stop: watch::Receiver<bool>) -> Re
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(%addr, "relay link up");
+    up.store(true, Ordering::SeqCst);
     let (mut sink, mut stream) = socket.split();
     let link = NEXT_LINK.fetch_add(1, Ordering::SeqCst);
     let (tx, mut rx) = mpsc::channel::<LinkMessage>(256);

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::all(&mut runner),
         Some("build-wasm") => build_wasm(&mut runner).map(|_| ()),
         Some("build-pkg") => build_pkg(&mut runner),
+        Some("build-demo") => build_pkg(&mut runner).and_then(|()| build_demo(&mut runner)),
         Some("soak") => soak(&mut runner, args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz(&mut runner, args.get(1).map(String::as_str)),
         _ => {
@@ -56,6 +57,7 @@ commands:
   run [ARGS]   the main job: set up, build and start the bridge (ARGS go to kathon-bridge run)
   setup        only install what the tests and the demo need
   build-wasm   build the browser .wasm and check its imports
+  build-demo   build the npm package and assemble the demo page into target/web-demo/
   build-pkg    build the npm package in pkg/ (web target at the root, bundler target in pkg/bundler)
   soak [N]     N random model and engine schedules beyond the ones CI runs (default 200000)
   fuzz [SECS]  run every cargo-fuzz target for SECS seconds each (default 600; needs nightly)";
@@ -213,11 +215,40 @@ fn build_pkg(runner: &mut Runner) -> Result<(), TaskError> {
     })
 }
 
+/// The demo site: the page's files, the package's JS and `.wasm`, and the QR library.
+fn build_demo(runner: &mut Runner) -> Result<(), TaskError> {
+    runner.step("assemble the demo page into target/web-demo/", || {
+        let root = root();
+        let site = root.join("target/web-demo");
+        std::fs::create_dir_all(&site).map_err(|e| TaskError::io(&site, e))?;
+        let files = [
+            ("web-demo/index.html", "index.html"),
+            ("web-demo/app.js", "app.js"),
+            ("web-demo/style.css", "style.css"),
+            ("web-demo/sw.js", "sw.js"),
+            ("web-demo/node_modules/qrcode-generator/dist/qrcode.mjs", "qrcode.mjs"),
+            ("pkg/kathon_wasm.js", "kathon_wasm.js"),
+            ("pkg/kathon_wasm_bg.wasm", "kathon_wasm_bg.wasm"),
+        ];
+        for (from, to) in files {
+            let from = root.join(from);
+            std::fs::copy(&from, site.join(to)).map_err(|e| TaskError::io(&from, e))?;
+        }
+        println!("    {}", site.display());
+        Ok(())
+    })
+}
+
+/// The main job: the bridge with its native peer, serving the demo page on 127.0.0.1.
 fn run(runner: &mut Runner, args: &[String]) -> Result<(), TaskError> {
+    setup::for_demo(runner)?;
+    build_pkg(runner)?;
+    build_demo(runner)?;
     runner.step("build kathon-bridge (release)", || {
         Cmd::new("cargo").args(["build", "-p", "kathon-bridge", "--release", "--locked"]).run()
     })?;
     let bridge = root().join("target/release/kathon-bridge");
-    println!("\nstarting the bridge (Ctrl-C to stop)\n");
-    Cmd::new(bridge).arg("run").args(args).run()
+    let site = root().join("target/web-demo");
+    println!("\nstarting the bridge with the native peer; open the page it prints (Ctrl-C to stop)\n");
+    Cmd::new(bridge).arg("run").arg("--site").arg(site).args(args).run()
 }

@@ -15,7 +15,26 @@ pub(crate) fn all(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("set-up: wasm-bindgen-cli pinned to Cargo.lock", wasm_bindgen_cli)?;
     runner.step("set-up: node and npm", node)?;
     runner.step("set-up: npm packages of the browser tests (playwright-core, vite)", npm_packages)?;
+    runner.step("set-up: npm packages of the demo page (qrcode-generator)", demo_packages)?;
     Ok(())
+}
+
+/// What the main job needs: the wasm toolchain and the demo page's one npm package.
+pub(crate) fn for_demo(runner: &mut Runner) -> Result<(), TaskError> {
+    runner.step("set-up: rust target wasm32-unknown-unknown", wasm_target)?;
+    runner.step("set-up: wasm-bindgen-cli pinned to Cargo.lock", wasm_bindgen_cli)?;
+    runner.step("set-up: node and npm", node)?;
+    runner.step("set-up: npm packages of the demo page (qrcode-generator)", demo_packages)?;
+    Ok(())
+}
+
+fn demo_packages() -> Result<(), TaskError> {
+    let dir = crate::root().join("web-demo");
+    if dir.join("node_modules/qrcode-generator/dist/qrcode.mjs").exists() {
+        println!("    present");
+        return Ok(());
+    }
+    Cmd::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir).run()
 }
 
 fn wasm_target() -> Result<(), TaskError> {
