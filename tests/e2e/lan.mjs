@@ -106,6 +106,18 @@ export class Lan {
     };
   }
 
+  /** Cuts machine `i` off the LAN (its switch port down), or joins it again. */
+  link(i, up) {
+    ip('-n', `${this.prefix}-sw`, 'link', 'set', `${this.prefix}s${i}`, up ? 'up' : 'down');
+  }
+
+  /** Starts any program inside machine `i`'s namespace (killed with the LAN). */
+  spawnIn(i, cmd, args, log) {
+    const child = spawn('ip', ['netns', 'exec', this.ns(i), cmd, ...args], { stdio: ['ignore', openSync(log, 'w'), openSync(`${log}.err`, 'w')] });
+    this.children.push(child);
+    return child;
+  }
+
   down() {
     for (const c of this.children) {
       try {

@@ -63,7 +63,8 @@ fn reason_code(error: &kathon_core::sync::SessionError) -> &'static str {
         E::WrongIdentity => "wrong-identity",
         E::NotEnrolled => "not-enrolled",
         E::Revoked => "revoked",
-        E::BadHandshake => "bad-handshake",
+        // Whichever side notices a tampered connection first tells the other: the same news.
+        E::BadHandshake | E::RefusedByPeer(kathon_core::sync::RefuseReason::BadHandshake) => "bad-handshake",
         E::BadPairingCode => "bad-pairing-code",
         E::PairingRefused => "pairing-refused",
         E::Version => "version",
