@@ -193,7 +193,8 @@ function onEvent(e) {
     if (ui.pairing?.request?.peer === e.authenticated.peer) ui.pairing = { done: e.authenticated.name };
   } else if (e.refused) {
     ui.peers.delete(e.refused.peer);
-    ui.problems.unshift({ kind: 'bad', text: refusedInWords(e.refused), at: Date.now() });
+    const text = refusedInWords(e.refused);
+    ui.problems = [{ kind: 'bad', text, at: Date.now() }, ...ui.problems.filter((p) => p.text !== text)];
     if (ui.joining) ui.joining.error = refusedInWords(e.refused);
   } else if (e.closed) {
     // a connection ended; the sync panel shows the counts
@@ -220,8 +221,17 @@ function refusedInWords(r) {
     'pairing-refused': 'The other device refused the pairing.',
     timeout: 'A device did not finish connecting in time.',
     version: 'A device runs an incompatible version.',
-    'refused-by-peer': `The other device refused this one: ${r.message}`,
   };
+  if (r.reason === 'refused-by-peer') {
+    const theirs = {
+      'not-enrolled': 'Your other devices no longer accept this one: it was removed (revoked) from your identity.',
+      'wrong-identity': 'The other device belongs to another identity.',
+      'bad-pairing-code': 'The pairing code was wrong, expired or already used.',
+      'pairing-refused': 'The other device refused the pairing.',
+      'bad-handshake': words['bad-handshake'],
+    };
+    return theirs[r.peerReason] ?? `The other device refused this one: ${r.message}`;
+  }
   return words[r.reason] ?? `A connection was refused: ${r.message}`;
 }
 
@@ -359,7 +369,7 @@ function renderSync() {
     el('div', { class: 'stat' }, 'Bridge', el('b', {}, bridgeUp ? 'connected' : 'not running')),
     el('div', { class: 'stat' }, 'Devices found', el('b', { id: 'stat-found' }, s.peersFound)),
     el('div', { class: 'stat' }, 'Connected', el('b', { id: 'stat-connected' }, s.connected)),
-    el('div', { class: 'stat' }, 'Last sync', el('b', { id: 'stat-last' }, ago(s.lastSyncMs))),
+    el('div', { class: 'stat' }, 'Last sync (this visit)', el('b', { id: 'stat-last' }, ago(s.lastSyncMs))),
     el('div', { class: 'stat' }, 'Waiting to save or apply', el('b', { id: 'stat-pending' }, pending)),
     !bridgeUp
       ? el('p', { class: 'muted' }, 'Start the bridge on this machine (', el('code', {}, 'cargo xtask run'), '). Your changes are kept here meanwhile.')
@@ -419,13 +429,15 @@ function renderBookmarks() {
   // The bar: the toolbar's top level, as a browser shows it.
   const bar = el('div', { class: 'bar', id: 'bookmarks-bar' });
   dropZone(bar, 'toolbar', null);
-  for (const node of tree.toolbar) {
+  const BAR_MAX = 24;
+  for (const node of tree.toolbar.slice(0, BAR_MAX)) {
     const chip = el('span', { class: 'chip', draggable: 'true', title: node.url ?? node.title, dataset: { id: node.id } }, icon(node.kind), el('span', {}, node.title || node.url || '—'));
     dragSource(chip, node.id);
     if (node.kind === 'folder') dropZone(chip, node.id, null);
     chip.addEventListener('click', () => node.url && window.open(node.url, '_blank', 'noopener'));
     bar.append(chip);
   }
+  if (tree.toolbar.length > BAR_MAX) bar.append(el('span', { class: 'chip muted' }, `+${tree.toolbar.length - BAR_MAX} more`));
   if (!tree.toolbar.length) bar.append(el('span', { class: 'muted' }, 'Drag bookmarks here, or add one.'));
   wrap.append(bar);
 
@@ -475,7 +487,13 @@ function treeNode(node, isRoot = false) {
   }
   if (!isRoot) dragSource(row, node.id);
   li.append(row);
-  if (node.children?.length) li.append(el('ul', { class: 'tree' }, ...node.children.map((c) => treeNode(c))));
+  // Large folders show their first entries; search finds the rest.
+  const FOLDER_MAX = 100;
+  if (node.children?.length) {
+    const shown = node.children.slice(0, FOLDER_MAX).map((c) => treeNode(c));
+    if (node.children.length > FOLDER_MAX) shown.push(el('li', { class: 'muted', style: 'padding:.3rem .4rem' }, `… and ${node.children.length - FOLDER_MAX} more (search to find them)`));
+    li.append(el('ul', { class: 'tree' }, ...shown));
+  }
   return li;
 }
 

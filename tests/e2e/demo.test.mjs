@@ -10,7 +10,7 @@
 // artifacts/e2e/.
 //
 // Usage (as root): node demo.test.mjs <kathon-bridge> <tampering_bridge> <site dir>
-// KATHON_E2E_RECONNECTS=N sets how many fresh browser↔browser connections are checked (default 5).
+// KATHON_E2E_RECONNECTS=N sets how many fresh browser↔browser connections are checked (default 20).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -56,15 +56,16 @@ async function openPage(i, label) {
   return page;
 }
 
-const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`) });
 const call = (page, f, arg) => page.evaluate(f, arg);
-const digest = (page) => call(page, () => window.kathon.digest());
-const connected = (page) => call(page, () => window.kathon.syncStatus().connected);
+// Right after a reload the store may not be open yet: treat that as "not there yet".
+const digest = (page) => call(page, () => window.kathon?.digest() ?? null).catch(() => null);
+const connected = (page) => call(page, () => window.kathon?.syncStatus().connected ?? 0).catch(() => 0);
 
 async function converged(pages, what, timeout = 60_000) {
   await until(what, async () => {
     const ds = await Promise.all(pages.map(digest));
-    return ds.every((d) => d === ds[0]);
+    return ds[0] !== null && ds.every((d) => d === ds[0]);
   }, timeout);
 }
 
@@ -214,7 +215,7 @@ try {
   });
 
   await test('fresh browser↔browser connections across machines come up every time (reloads)', async () => {
-    const n = Number(process.env.KATHON_E2E_RECONNECTS ?? 5);
+    const n = Number(process.env.KATHON_E2E_RECONNECTS ?? 20);
     const times = [];
     for (let k = 0; k < n; k++) {
       const started = Date.now();
@@ -294,6 +295,8 @@ try {
       }
     }, secretId);
     check(cRead !== 'never-for-C', `C cannot read the new password: ${cRead}`);
+    await until('C\'s page to say it was removed', () =>
+      c.evaluate(() => document.querySelector('#problems')?.textContent ?? '').then((t) => t.includes('removed (revoked)')), 30_000);
     await shot(c, '09-C-revoked');
   });
 

@@ -90,10 +90,16 @@ export class Lan {
     this.children.push(child);
     const lines = createInterface({ input: child.stdout });
     await new Promise((resolve, reject) => {
+      let serving = false;
       lines.on('line', (line) => {
-        if (line.trim().startsWith('status:')) resolve();
+        if (line.trim().startsWith('status:')) {
+          serving = true;
+          resolve();
+        }
       });
-      child.on('exit', () => reject(new Error(`bridge ${i} exited: ${readFileSync(log, 'utf8')}`)));
+      child.on('exit', () => {
+        if (!serving) reject(new Error(`bridge ${i} exited: ${readFileSync(log, 'utf8')}`));
+      });
     });
     return {
       child,

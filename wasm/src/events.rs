@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `change` | `{ kind: "bookmark" \| "history" \| "password" \| "workspace" \| "key", id?, by, local }` |
 //! | `committed` | `{ envelopes: number }` (local changes are durable) |
-//! | `peers` | `{ authenticated?: {peer, device, name} , refused?: {peer, reason, message} }` |
+//! | `peers` | `{ authenticated?: {peer, device, name} , refused?: {peer, reason, message, peerReason} }` |
 //! | `pairing` | `{ request?: {peer, device, name, sas}, sas?: string, paired?: identity }` |
 //! | `alert` | `{ massDeletion?: {envelope, author, deletes, total}, equivocation?: device, clientCollision?: … }` |
 //! | `error` | `{ code, message }` |
@@ -38,7 +38,16 @@ pub(crate) fn to_js(event: &EngineEvent) -> (&'static str, JsValue) {
         }
         EngineEvent::PeerRefused { peer, error } => (
             "peers",
-            json!({ "refused": { "peer": peer, "reason": reason_code(error), "message": error.to_string() } }),
+            json!({ "refused": {
+                "peer": peer,
+                "reason": reason_code(error),
+                "message": error.to_string(),
+                // When the other device refused this one: its reason (`not-enrolled` after a revocation).
+                "peerReason": match error {
+                    kathon_core::sync::SessionError::RefusedByPeer(r) => serde_json::to_value(r).unwrap_or_default(),
+                    _ => serde_json::Value::Null,
+                },
+            } }),
         ),
         EngineEvent::PeerSentInvalid { peer, error } => {
             ("alert", json!({ "invalid": { "peer": peer, "message": error.to_string() } }))

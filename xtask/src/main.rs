@@ -120,6 +120,23 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
         Cmd::new("cargo").args(["build", "-p", "kathon-bridge", "--locked"]).run()?;
         Cmd::new("node").args(["tests/e2e/native-peer.test.mjs", "target/debug/kathon-bridge", "pkg"]).run()
     })?;
+    build_demo(runner)?;
+    runner.step(
+        "the demo page on three machines of a namespaced LAN (Playwright; screenshots in artifacts/e2e/)",
+        || {
+            Cmd::new("cargo")
+                .args(["build", "-p", "kathon-bridge", "--locked", "--example", "tampering_bridge"])
+                .run()?;
+            Cmd::new("node")
+                .args([
+                    "tests/e2e/demo.test.mjs",
+                    "target/debug/kathon-bridge",
+                    "target/debug/examples/tampering_bridge",
+                    "target/web-demo",
+                ])
+                .run()
+        },
+    )?;
     Ok(())
 }
 
