@@ -624,7 +624,7 @@ function renderHistory() {
             el(
               'li',
               {},
-              el('div', { class: 'grow' }, el('div', { class: 'line1' }, v.title || v.url), el('div', { class: 'line2' }, `${when(v.visited_at_ms)} · ${v.url}`)),
+              el('div', { class: 'grow' }, el('div', { class: 'line1' }, v.title || v.url), el('div', { class: 'line2' }, `${when(v.visitedAtMs)} · ${v.url}`)),
               el('button', { class: 'small danger', onclick: () => attempt(() => store.deleteHistoryUrl(v.url)) }, 'Delete'),
             ),
           ),

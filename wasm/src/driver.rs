@@ -195,31 +195,47 @@ pub(crate) fn schedule(shared: &Shared, delay_ms: i32) {
     inner.timer_closure = Some(closure);
 }
 
-/// Writes queued storage batches one at a time, each in one strict transaction.
+/// Most bytes one IndexedDB transaction carries when queued batches are grouped.
+const GROUP_COMMIT_MAX_BYTES: usize = 8 << 20;
+
+/// Writes the queued storage batches: everything queued while the previous transaction was in
+/// flight goes into the next one (group commit), up to `GROUP_COMMIT_MAX_BYTES`. Each
+/// transaction is strict and atomic; the engine hears of each batch only once it is durable.
 async fn write_storage(shared: Shared) {
     loop {
         let next = {
             let Ok(mut inner) = shared.try_borrow_mut() else { break };
-            inner
-                .storage_queue
-                .pop_front()
-                .map(|b| (b, inner.db.clone(), inner.seal.as_ref().map(|s| s.passphrase.clone())))
+            let mut group = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(batch) = inner.storage_queue.front() {
+                let size: usize = batch.puts.iter().map(|(_, b)| b.len()).sum();
+                if !group.is_empty() && bytes.saturating_add(size) > GROUP_COMMIT_MAX_BYTES {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                if let Some(batch) = inner.storage_queue.pop_front() {
+                    group.push(batch);
+                }
+            }
+            (!group.is_empty()).then(|| (group, inner.db.clone(), inner.seal.as_ref().map(|s| s.passphrase.clone())))
         };
-        let Some((batch, db, passphrase)) = next else { break };
-        let mut puts = Vec::with_capacity(batch.puts.len());
+        let Some((group, db, passphrase)) = next else { break };
+        let mut puts = Vec::with_capacity(group.iter().map(|b| b.puts.len()).sum());
         let mut failed = None;
-        for (key, bytes) in &batch.puts {
-            let value = match (key, &passphrase) {
-                (RecordKey::Identity, Some(passphrase)) => match crate::seal_identity(passphrase, bytes) {
-                    Ok(sealed) => sealed,
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                },
-                _ => bytes.clone(),
-            };
-            puts.push((key.to_text(), value));
+        'batches: for batch in &group {
+            for (key, bytes) in &batch.puts {
+                let value = match (key, &passphrase) {
+                    (RecordKey::Identity, Some(passphrase)) => match crate::seal_identity(passphrase, bytes) {
+                        Ok(sealed) => sealed,
+                        Err(e) => {
+                            failed = Some(e);
+                            break 'batches;
+                        }
+                    },
+                    _ => bytes.clone(),
+                };
+                puts.push((key.to_text(), value));
+            }
         }
         let result = match failed {
             Some(e) => Err(e),
@@ -230,7 +246,9 @@ async fn write_storage(shared: Shared) {
             Ok(()) => {
                 inner.storage_error = None;
                 if let Some(engine) = inner.engine.as_mut() {
-                    engine.handle_storage_done(batch.id);
+                    for batch in &group {
+                        engine.handle_storage_done(batch.id);
+                    }
                 }
             }
             Err(e) => {
@@ -242,8 +260,11 @@ async fn write_storage(shared: Shared) {
                     .ok()
                     .and_then(|m| m.as_string())
                     .unwrap_or_default();
-                // Keep the batch, first in line, with everything after it: nothing is dropped.
-                inner.storage_queue.push_front(batch);
+                // Keep the batches, first in line and in order, with everything after them:
+                // nothing is dropped.
+                for batch in group.into_iter().rev() {
+                    inner.storage_queue.push_front(batch);
+                }
                 inner.status.last_error = Some(message.clone());
                 inner.storage_error = Some((code.clone(), message.clone()));
                 inner.storage_retry_at = now_ms().saturating_add(1_000);

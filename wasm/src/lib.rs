@@ -38,7 +38,7 @@ export interface BookmarkNode { id: string; kind: "folder" | "bookmark" | "separ
 export type BookmarkTree = Record<"toolbar" | "menu" | "other" | "mobile", BookmarkTreeNode[]>;
 export interface BookmarkTreeNode { id: string; kind: "folder" | "bookmark" | "separator"; title: string; url?: string; children?: BookmarkTreeNode[]; }
 export interface NewBookmark { parent?: string; index?: number; kind?: "folder" | "bookmark" | "separator"; title: string; url?: string; }
-export interface Visit { id: string; url: string; title: string; visited_at_ms: number; transition: "link" | "typed" | "bookmark" | "reload" | "form" | "other"; device: string; }
+export interface Visit { id: string; url: string; title: string; visitedAtMs: number; transition: "link" | "typed" | "bookmark" | "reload" | "form" | "other"; device: string; }
 export interface NewVisit { url: string; title?: string; visitedAt?: number; transition?: Visit["transition"]; }
 export interface PasswordEntry { id: string; origin: string; username: string; hasPassword: boolean; hasNotes: boolean; createdMs: number; changedMs: number; }
 export interface PasswordFields { origin?: string; username?: string; password?: string; notes?: string; }
@@ -127,6 +127,9 @@ struct NewVisit {
     visited_at: Option<f64>,
     transition: Option<String>,
 }
+
+/// Most visits one `recordVisits` call takes.
+const MAX_VISITS_PER_CALL: usize = 100_000;
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -627,6 +630,27 @@ impl KathonStore {
         Ok(id.to_string())
     }
 
+    /// Records many visits in one signed change (importing a browser's history); returns how
+    /// many. At most 100,000 per call.
+    #[wasm_bindgen(js_name = recordVisits)]
+    pub fn record_visits(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "NewVisit[]")] visits: JsValue,
+    ) -> Result<usize, JsValue> {
+        let visits: Vec<NewVisit> = from_js(visits, "visits")?;
+        if visits.len() > MAX_VISITS_PER_CALL {
+            return Err(error::input(&format!("at most {MAX_VISITS_PER_CALL} visits per call")));
+        }
+        let now = now_ms();
+        self.change(|e| {
+            for v in &visits {
+                let at = v.visited_at.map_or(now, |t| t.max(0.0) as u64);
+                e.record_visit(&v.url, v.title.as_deref().unwrap_or(""), at, transition(v.transition.as_deref()))?;
+            }
+            Ok(visits.len())
+        })
+    }
+
     /// Visits, most recent first (`query` filters by URL or title; `limit` caps the count).
     #[wasm_bindgen(unchecked_return_type = "Visit[]")]
     pub fn history(&self, query: Option<String>, limit: Option<usize>) -> Result<JsValue, JsValue> {
@@ -898,28 +922,34 @@ impl KathonStore {
         self.engine_mut(|engine| engine.reject_held(&id, now_ms()).map_err(error::engine))
     }
 
-    /// Waits until every change made so far is durable in IndexedDB.
+    /// Waits until every change made so far is durable in IndexedDB. Rejects with the storage
+    /// error if a write fails (the changes stay queued and are retried), or if the writes make
+    /// no progress for 30 s.
     pub async fn flush(&self) -> Result<(), JsValue> {
-        for _ in 0..600 {
+        const POLL_MS: i32 = 20;
+        const STALL_POLLS: u32 = 30_000 / POLL_MS.unsigned_abs();
+        let mut last_pending = usize::MAX;
+        let mut stalled = 0u32;
+        loop {
             let pending = self.shared.try_borrow().map(|i| {
-                i.storage_busy
-                    || !i.storage_queue.is_empty()
-                    || i.engine.as_ref().is_some_and(|e| e.pending_storage() > 0)
+                let queued = i.storage_queue.len().saturating_add(i.engine.as_ref().map_or(0, |e| e.pending_storage()));
+                (i.storage_busy || queued > 0, queued, i.storage_error.clone())
             });
             match pending {
-                Ok(false) => return Ok(()),
-                Ok(true) => {
-                    if let Ok(inner) = self.shared.try_borrow()
-                        && let Some((code, message)) = &inner.storage_error
-                    {
-                        return Err(error::storage(code, message));
-                    }
+                Ok((false, _, _)) => return Ok(()),
+                Ok((true, _, Some((code, message)))) => return Err(error::storage(&code, &message)),
+                Ok((true, queued, None)) if queued != last_pending => {
+                    last_pending = queued;
+                    stalled = 0;
                 }
-                Err(_) => {}
+                Ok(_) | Err(_) => {}
             }
-            util::sleep(20).await;
+            stalled = stalled.saturating_add(1);
+            if stalled > STALL_POLLS {
+                return Err(error::storage("storage", "IndexedDB made no progress for 30 s"));
+            }
+            util::sleep(POLL_MS).await;
         }
-        Err(error::storage("storage", "storage did not finish within 12 s"))
     }
 
     /// Closes the store: connections, the bridge, IndexedDB.

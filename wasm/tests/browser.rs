@@ -70,6 +70,12 @@ async fn state_survives_close_and_reopen_and_is_verified() {
         .add_bookmark(json(&format!(r#"{{"title":"Ünïcode ✓","url":"https://example.org/","parent":"{folder}"}}"#)))
         .unwrap();
     store.record_visit(json(r#"{"url":"https://example.org/","title":"Example"}"#)).unwrap();
+    let imported = store
+        .record_visits(json(
+            r#"[{"url":"https://a.example/","title":"A","visitedAt":1000},{"url":"https://b.example/","visitedAt":2000}]"#,
+        ))
+        .unwrap();
+    assert_eq!(imported, 2);
     let entry =
         store.add_password(json(r#"{"origin":"https://bank.example","username":"ada","password":"s3cret!"}"#)).unwrap();
     store.flush().await.unwrap();
@@ -81,7 +87,7 @@ async fn state_survives_close_and_reopen_and_is_verified() {
     let first = js_sys::Array::from(&children).get(0);
     assert_eq!(get(&first, "id").as_string().unwrap(), page);
     assert_eq!(get(&first, "title").as_string().unwrap(), "Ünïcode ✓");
-    assert_eq!(js_sys::Array::from(&again.history(None, None).unwrap()).length(), 1);
+    assert_eq!(js_sys::Array::from(&again.history(None, None).unwrap()).length(), 3);
     assert_eq!(again.reveal_password(&entry, None).unwrap(), "s3cret!");
     // The full audit re-verifies every signature: nothing fails.
     assert_eq!(js_sys::Array::from(&again.audit().unwrap()).length(), 0);
@@ -145,6 +151,22 @@ fn errors_are_real_errors_with_names_and_codes() {
     assert!(error.is_instance_of::<js_sys::Error>());
     assert_eq!(get(&error, "name").as_string().unwrap(), "KathonIdError");
     assert_eq!(get(&error, "code").as_string().unwrap(), "id");
+}
+
+#[wasm_bindgen_test]
+async fn a_too_large_visit_batch_is_refused_and_changes_nothing() {
+    let store = KathonStore::open(unique("visits-cap")).await.unwrap();
+    store.create_identity("laptop").unwrap();
+    let visits = js_sys::Array::new();
+    let visit = json(r#"{"url":"https://a.example/"}"#);
+    for _ in 0..100_001 {
+        visits.push(&visit);
+    }
+    let error = store.record_visits(visits.into()).unwrap_err();
+    assert!(error.is_instance_of::<js_sys::Error>());
+    assert_eq!(get(&error, "code").as_string().unwrap(), "invalid");
+    assert_eq!(js_sys::Array::from(&store.history(None, None).unwrap()).length(), 0);
+    store.close();
 }
 
 // ------------------------------------------------------------------------------------------------

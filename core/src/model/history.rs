@@ -66,6 +66,7 @@ impl Transition {
 
 /// One visit to a page.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Visit {
     /// Stable ID.
     #[serde(serialize_with = "crate::model::json::item_id")]
