@@ -75,6 +75,7 @@ impl World {
             Ok(Received::Applied(_) | Received::Duplicate | Received::Pending) => {}
             other => panic!("honest envelope refused: {other:?}"),
         }
+        assert!(self.replicas[to].state.bookmark_cache_is_fresh(), "stale bookmark tree after a receive");
     }
 
     fn local_op(&mut self, r: usize, rng: &mut Rng) {
@@ -83,6 +84,7 @@ impl World {
         let view = RandomView::of(&replica.state);
         let (_, envelopes) =
             replica.state.transact(now, &mut replica.rng, |e| random_change(e, &view, &mut rng.0, now)).unwrap();
+        assert!(replica.state.bookmark_cache_is_fresh(), "a patched bookmark tree differs from the registers");
         let bytes: Vec<Vec<u8>> = envelopes.iter().map(|e| e.encode()).collect();
         self.broadcast(r, bytes);
     }

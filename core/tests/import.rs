@@ -60,7 +60,7 @@ fn firefox_html_imports_with_structure_unicode_and_entities() {
     let mut a = fx.replica(0, 1);
     let (report, _) = a.state.transact(T0, &mut a.rng, |e| e.import_bookmarks(&parsed)).unwrap();
     assert_eq!((report.bookmarks_added, report.folders_added), (13, 5)); // 11 bookmarks + 2 separators
-    let tree = a.state.bookmarks();
+    let tree = a.state.bookmarks().clone();
     assert_eq!(titles(&tree, &ItemId::TOOLBAR), ["Hacker News", "GitHub · notifications", "Work"]);
     assert_eq!(titles(&tree, &ItemId::OTHER), ["مرحبا بالعالم", "Recently Bookmarked"]);
     assert_eq!(titles(&tree, &ItemId::MENU), ["Getting Started", "", "Recettes & cuisine"]);
@@ -78,7 +78,7 @@ fn firefox_html_imports_with_structure_unicode_and_entities() {
     assert_eq!(a.state.bookmarks().len(), tree.len());
 
     // Export, parse back: the same tree.
-    let exported = export_netscape(&a.state.bookmarks());
+    let exported = export_netscape(a.state.bookmarks());
     assert_eq!(normalize(&parse_netscape(&exported).unwrap()), normalize(&parsed));
 }
 
@@ -90,11 +90,11 @@ fn chromium_json_round_trips() {
     let mut a = fx.replica(0, 1);
     a.state.transact(T0, &mut a.rng, |e| e.import_bookmarks(&parsed)).unwrap();
     let tree = a.state.bookmarks();
-    assert_eq!(titles(&tree, &ItemId::TOOLBAR), ["Rust documentation", "Travel"]);
-    assert_eq!(titles(&tree, &ItemId::MOBILE), ["Read later (phone)"]);
+    assert_eq!(titles(tree, &ItemId::TOOLBAR), ["Rust documentation", "Travel"]);
+    assert_eq!(titles(tree, &ItemId::MOBILE), ["Read later (phone)"]);
     let travel = tree.children(&ItemId::TOOLBAR)[1];
-    assert_eq!(titles(&tree, &travel), ["Zürich — Öffnungszeiten", "待办"]);
-    let exported = export_chromium_json(&tree);
+    assert_eq!(titles(tree, &travel), ["Zürich — Öffnungszeiten", "待办"]);
+    let exported = export_chromium_json(tree);
     assert_eq!(normalize(&parse_chromium_json(&exported).unwrap()), normalize(&parsed));
     let (again, _) =
         a.state.transact(T0 + 1, &mut a.rng, |e| e.import_bookmarks(&parse_chromium_json(&exported).unwrap())).unwrap();
@@ -113,7 +113,7 @@ fn thousands_of_bookmarks_round_trip_through_html() {
     assert_eq!(report.bookmarks_added - count_separators(&parsed), 3_000);
     assert!(envelopes.len() > 1, "a large import is split into several envelopes");
     assert_eq!(a.state.bookmarks().bookmark_count(), 3_000);
-    let exported = export_netscape(&a.state.bookmarks());
+    let exported = export_netscape(a.state.bookmarks());
     assert_eq!(normalize(&parse_netscape(&exported).unwrap()), normalize(&parsed));
 }
 

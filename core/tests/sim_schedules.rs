@@ -112,6 +112,7 @@ fn run_schedule(seed: u64) {
                 if let Some(engine) = net.nodes[i].engine.as_mut() {
                     let view = RandomView::of(engine.state().unwrap());
                     engine.transact(now, |e| random_change(e, &view, &mut edit_rng, now)).unwrap();
+                    assert!(engine.state().unwrap().bookmark_cache_is_fresh(), "seed {seed}: stale bookmark tree");
                 }
             }
             9..=12 => net.run_for(10 + below(1_500)),

@@ -1063,8 +1063,8 @@ impl Actor {
     fn export(&self, format: FileFormat) -> Result<String, String> {
         let state = self.state()?;
         match format {
-            FileFormat::BookmarksHtml => Ok(import::export_netscape(&state.bookmarks())),
-            FileFormat::ChromiumJson => Ok(import::export_chromium_json(&state.bookmarks())),
+            FileFormat::BookmarksHtml => Ok(import::export_netscape(state.bookmarks())),
+            FileFormat::ChromiumJson => Ok(import::export_chromium_json(state.bookmarks())),
             FileFormat::PasswordsCsv => import::export_password_csv(state).map_err(|e| e.to_string()),
         }
     }

@@ -881,13 +881,13 @@ impl KathonStore {
     /// Exports the bookmarks as a Netscape bookmark file.
     #[wasm_bindgen(js_name = exportBookmarksHtml)]
     pub fn export_bookmarks_html(&self) -> Result<String, JsValue> {
-        self.read(|s| kathon_core::model::import::export_netscape(&s.bookmarks()))
+        self.read(|s| kathon_core::model::import::export_netscape(s.bookmarks()))
     }
 
     /// Exports the bookmarks as Chromium's `Bookmarks` JSON.
     #[wasm_bindgen(js_name = exportChromiumBookmarks)]
     pub fn export_chromium_bookmarks(&self) -> Result<String, JsValue> {
-        self.read(|s| kathon_core::model::import::export_chromium_json(&s.bookmarks()))
+        self.read(|s| kathon_core::model::import::export_chromium_json(s.bookmarks()))
     }
 
     /// Exports the passwords as CSV (Chrome layout). Contains secrets in the clear.

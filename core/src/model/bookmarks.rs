@@ -53,6 +53,11 @@ pub struct BookmarkNode {
 pub struct BookmarkTree {
     nodes: BTreeMap<ItemId, BookmarkNode>,
     roots: BTreeMap<ItemId, Vec<ItemId>>,
+    /// No rule beyond "each live node sits where its place says" was needed: no value held back
+    /// as too far ahead, no revived node, no orphan, no cycle undone. Only then may a local
+    /// add, edit or move patch the tree in place instead of materializing it again (the result
+    /// is the same; `BrowserState::bookmark_cache_is_fresh` checks it in the tests).
+    regular: bool,
 }
 
 impl BookmarkTree {
@@ -87,6 +92,61 @@ impl BookmarkTree {
     /// Number of live bookmarks (not folders or separators).
     pub fn bookmark_count(&self) -> usize {
         self.nodes.values().filter(|n| n.kind == NodeKind::Bookmark).count()
+    }
+
+    /// Whether a local add, edit or move may patch this tree in place.
+    pub(crate) fn is_regular(&self) -> bool {
+        self.regular
+    }
+
+    fn children_mut(&mut self, parent: &ItemId) -> Option<&mut Vec<ItemId>> {
+        if parent.is_root() {
+            return Some(self.roots.entry(*parent).or_default());
+        }
+        self.nodes.get_mut(parent).map(|n| &mut n.children)
+    }
+
+    /// Puts `id` among `parent`'s children in (position, ID) order, as `materialize` sorts them.
+    fn insert_child(&mut self, parent: &ItemId, id: ItemId, position: &Position) {
+        let at = {
+            let siblings = self.children(parent);
+            siblings.partition_point(|c| self.nodes.get(c).is_some_and(|n| (&n.position, &n.id) < (position, &id)))
+        };
+        if let Some(children) = self.children_mut(parent) {
+            children.insert(at.min(children.len()), id);
+        }
+    }
+
+    /// Patch: a new node under a live folder or root.
+    pub(crate) fn insert_new(&mut self, node: BookmarkNode) {
+        let (id, parent, position) = (node.id, node.parent, node.position.clone());
+        self.nodes.insert(id, node);
+        self.insert_child(&parent, id, &position);
+    }
+
+    /// Patch: new title and/or URL of a live node.
+    pub(crate) fn set_text(&mut self, id: &ItemId, title: Option<&str>, url: Option<&str>) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            if let Some(title) = title {
+                title.clone_into(&mut node.title);
+            }
+            if let (Some(url), NodeKind::Bookmark) = (url, node.kind) {
+                node.url = Some(url.to_owned());
+            }
+        }
+    }
+
+    /// Patch: a live node moved under a live folder or root that is not inside it.
+    pub(crate) fn relocate(&mut self, id: &ItemId, parent: ItemId, position: Position) {
+        let Some(old_parent) = self.nodes.get(id).map(|n| n.parent) else { return };
+        if let Some(children) = self.children_mut(&old_parent) {
+            children.retain(|c| c != id);
+        }
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.parent = parent;
+            node.position = position.clone();
+        }
+        self.insert_child(&parent, *id, &position);
     }
 
     /// Whether `node` is `ancestor` or lies beneath it.
@@ -130,11 +190,17 @@ impl BookmarkTree {
     /// The position for a new child at `index` among `parent`'s children (`exclude` is the node
     /// being moved, which does not count).
     pub(crate) fn position_at(&self, parent: &ItemId, index: usize, exclude: Option<&ItemId>) -> Position {
-        let siblings: Vec<&BookmarkNode> =
-            self.children(parent).iter().filter(|c| Some(*c) != exclude).filter_map(|c| self.nodes.get(c)).collect();
-        let before = index.checked_sub(1).and_then(|i| siblings.get(i)).map(|n| &n.position);
-        let after = siblings.get(index).map(|n| &n.position);
-        Position::between(before, after)
+        let siblings = self.children(parent);
+        // The excluded node does not count: indexes at or past it shift by one.
+        let excluded_at = exclude.and_then(|x| siblings.iter().position(|c| c == x));
+        let raw = |i: usize| match excluded_at {
+            Some(at) if i >= at => i.checked_add(1),
+            _ => Some(i),
+        };
+        let sibling = |i: Option<usize>| {
+            i.and_then(raw).and_then(|i| siblings.get(i)).and_then(|c| self.nodes.get(c)).map(|n| &n.position)
+        };
+        Position::between(sibling(index.checked_sub(1)), sibling(Some(index)))
     }
 
     /// The JSON view: each root with its nested children.
@@ -183,6 +249,8 @@ struct Resolved {
     prev_parent: ItemId,
     prev_position: Position,
     rank: (crate::hlc::Timestamp, crate::identity::DeviceId, crate::register::ValueId),
+    /// Deleted, and brought back by a concurrent move or edit.
+    revived: bool,
 }
 
 fn rank(v: &VerifiedRegisterValue) -> (crate::hlc::Timestamp, crate::identity::DeviceId, crate::register::ValueId) {
@@ -201,6 +269,7 @@ fn resolve_node(regs: &NodeRegisters<'_>, now_ms: u64, skew: u64) -> Option<Reso
         prev_parent: p.prev_parent,
         prev_position: p.prev_position,
         rank: rank(v),
+        revived: false,
     };
     if !place.is_deleted() {
         return Some(from(place, current));
@@ -213,7 +282,7 @@ fn resolve_node(regs: &NodeRegisters<'_>, now_ms: u64, skew: u64) -> Option<Reso
         .filter_map(|v| Place::decode(v.value()).ok().filter(|p| !p.is_deleted()).map(|p| (v, p)))
         .max_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)));
     if let Some((v, p)) = concurrent_move {
-        return Some(from(p, v));
+        return Some(Resolved { revived: true, ..from(p, v) });
     }
     let edited = visible(regs.title, now_ms, skew).chain(visible(regs.url, now_ms, skew)).any(|v| unseen(&v));
     if edited {
@@ -224,6 +293,7 @@ fn resolve_node(regs: &NodeRegisters<'_>, now_ms: u64, skew: u64) -> Option<Reso
             prev_parent: place.prev_parent,
             prev_position: place.prev_position,
             rank: rank(current),
+            revived: true,
         });
     }
     None
@@ -236,11 +306,15 @@ pub(crate) fn materialize<'a>(
     skew: u64,
 ) -> BookmarkTree {
     let mut by_node: BTreeMap<ItemId, NodeRegisters<'a>> = BTreeMap::new();
+    let mut regular = true;
     for (path, register) in registers {
         let Some(("b", id, field)) = crate::model::schema::path::split(path) else { continue };
         let Ok(id) = id.parse::<ItemId>() else { continue };
         if id.is_root() || id == ItemId::DELETED {
             continue;
+        }
+        if register.values().any(|v| !v.hlc().is_visible_at(now_ms, skew)) {
+            regular = false;
         }
         let entry = by_node.entry(id).or_default();
         match field {
@@ -261,6 +335,7 @@ pub(crate) fn materialize<'a>(
             last_parent.insert(*id, if p.is_deleted() { p.prev_parent } else { p.parent });
         }
         if let Some(resolved) = resolve_node(regs, now_ms, skew) {
+            regular &= !resolved.revived;
             live.insert(*id, resolved);
         }
     }
@@ -292,7 +367,9 @@ pub(crate) fn materialize<'a>(
     for id in &ids {
         if let Some(r) = live.get(id) {
             let p = if r.parent == *id { r.prev_parent } else { r.parent };
-            parent.insert(*id, surviving(&live, p));
+            let home = surviving(&live, p);
+            regular &= home == r.parent;
+            parent.insert(*id, home);
         }
     }
 
@@ -356,7 +433,8 @@ pub(crate) fn materialize<'a>(
             node.children = ordered;
         }
     }
-    BookmarkTree { nodes, roots }
+    regular &= undone.is_empty();
+    BookmarkTree { nodes, roots, regular }
 }
 
 /// Finds one cycle in the parent map, scanning nodes in ID order.

@@ -28,6 +28,7 @@ pub mod schema;
 pub mod vault;
 pub mod yupdate;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand_core::CryptoRngCore;
@@ -293,6 +294,10 @@ pub struct BrowserState {
     vault: Vault,
     /// Envelopes whose attachments were redacted since the last `take_redacted`.
     redacted: BTreeSet<EnvelopeId>,
+    /// The materialized bookmark tree: emptied whenever a `b/` register changes (or, for a tree
+    /// that is not regular, when local time moves), refilled on the next read, and patched in
+    /// place by local adds, edits and moves — so an edit costs no full materialization.
+    bookmark_cache: OnceCell<BookmarkTree>,
 }
 
 impl core::fmt::Debug for BrowserState {
@@ -363,6 +368,7 @@ impl BrowserState {
             events: VecDeque::new(),
             vault: Vault::new(),
             redacted: BTreeSet::new(),
+            bookmark_cache: OnceCell::new(),
         })
     }
 
@@ -411,6 +417,12 @@ impl BrowserState {
     /// Every applied envelope, in the order it was applied (a causal order).
     pub fn envelopes(&self) -> impl Iterator<Item = &VerifiedEnvelope> {
         self.order.iter().filter_map(|id| self.log.get(id))
+    }
+
+    /// The applied envelopes from position `start` of [`envelopes`](Self::envelopes) on,
+    /// without walking the ones before it.
+    pub fn envelopes_from(&self, start: usize) -> impl Iterator<Item = &VerifiedEnvelope> {
+        self.order.get(start..).unwrap_or_default().iter().filter_map(|id| self.log.get(id))
     }
 
     /// One applied envelope.
@@ -471,7 +483,7 @@ impl BrowserState {
     /// Advances local time: applies envelopes whose timestamps were too far ahead. Returns the
     /// envelopes applied.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<EnvelopeId> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance_to(now_ms);
         self.drain_pending()
     }
 
@@ -482,7 +494,7 @@ impl BrowserState {
     /// Verifies and applies an envelope from another device (or a copy of one of this device's
     /// own, which is a duplicate).
     pub fn receive(&mut self, envelope: Envelope, now_ms: u64) -> Result<Received, IngestError> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance_to(now_ms);
         let id = envelope.id();
         if self.log.contains_key(&id) || self.pending.contains_key(&id) || self.held.contains_key(&id) {
             return Ok(Received::Duplicate);
@@ -597,7 +609,7 @@ impl BrowserState {
                     && (candidates >= self.settings.mass_delete_min || candidates > self.settings.mass_delete_count)
                 {
                     let tree = self.bookmarks();
-                    let deleted = deleted_nodes(&tree, &values);
+                    let deleted = deleted_nodes(tree, &values);
                     let total = tree.len();
                     if self.is_mass_deletion(deleted.len(), total) {
                         self.events.push_back(Event::MassDeletionHeld {
@@ -692,6 +704,9 @@ impl BrowserState {
     fn index_value(&mut self, value: VerifiedRegisterValue, local: bool) {
         let by = *value.author();
         let change = change_of(value.path());
+        if value.path().starts_with("b/") {
+            self.bookmark_cache.take();
+        }
         self.registers.entry(value.path().to_owned()).or_default().insert(value);
         if let Some((kind, id)) = change {
             self.events.push_back(Event::Changed { kind, id, by, local });
@@ -706,7 +721,7 @@ impl BrowserState {
 
     /// Applies a held mass deletion as it is.
     pub fn accept_held(&mut self, id: &EnvelopeId, now_ms: u64) -> Result<Vec<EnvelopeId>, IngestError> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance_to(now_ms);
         let Some(held) = self.held.remove(id) else { return Ok(Vec::new()) };
         self.apply_remote(held.envelope, false, false)?;
         let mut applied = vec![*id];
@@ -724,7 +739,7 @@ impl BrowserState {
     ) -> Result<Vec<VerifiedEnvelope>, ModelError> {
         let held = self.held.remove(id).ok_or(ModelError::NotHeld(*id))?;
         let nodes = held.deleted_nodes.clone();
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance_to(now_ms);
         self.apply_remote(held.envelope, false, false).map_err(|e| ModelError::Yrs(e.to_string()))?;
         self.drain_pending();
         let ((), envelopes) = self.transact(now_ms, rng, |edit| {
@@ -748,7 +763,7 @@ impl BrowserState {
         rng: &mut R,
         f: impl FnOnce(&mut Edit<'_, R>) -> Result<T, ModelError>,
     ) -> Result<(T, Vec<VerifiedEnvelope>), ModelError> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.advance_to(now_ms);
         let mut edit = Edit {
             state: self,
             rng,
@@ -825,8 +840,28 @@ impl BrowserState {
     }
 
     /// The bookmark tree.
-    pub fn bookmarks(&self) -> BookmarkTree {
+    pub fn bookmarks(&self) -> &BookmarkTree {
+        self.bookmark_cache.get_or_init(|| self.materialize_bookmarks())
+    }
+
+    fn materialize_bookmarks(&self) -> BookmarkTree {
         bookmarks::materialize(self.bookmark_registers(), self.now_ms, self.settings.max_skew_ms)
+    }
+
+    /// Moves local time forward. A tree that held values back as too far ahead may show them
+    /// now, so it is materialized again.
+    fn advance_to(&mut self, now_ms: u64) {
+        if now_ms > self.now_ms && self.bookmark_cache.get().is_some_and(|t| !t.is_regular()) {
+            self.bookmark_cache.take();
+        }
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// Whether the cached bookmark tree (if any) equals a full materialization: the check behind
+    /// the in-place patches, run by the tests and the simulations.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn bookmark_cache_is_fresh(&self) -> bool {
+        self.bookmark_cache.get().is_none_or(|cached| *cached == self.materialize_bookmarks())
     }
 
     /// Visits, most recent first.
@@ -1050,6 +1085,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     fn write_at(&mut self, register_path: String, value: Vec<u8>, hlc: Timestamp) -> Result<(), ModelError> {
         if register_path.starts_with("b/") {
             self.tree = None;
+            self.state.bookmark_cache.take();
         }
         let state = &mut *self.state;
         self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(&register_path).cloned());
@@ -1076,6 +1112,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         let hlc = self.state.clock.tick(self.state.now_ms)?;
         if register_path.starts_with("b/") {
             self.tree = None;
+            self.state.bookmark_cache.take();
         }
         let state = &mut *self.state;
         self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(&register_path).cloned());
@@ -1092,6 +1129,13 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     }
 
     fn rollback(self) {
+        let bookmarks_touched = self.saved.keys().any(|p| p.starts_with("b/"));
+        if let (false, Some(tree)) = (bookmarks_touched, self.tree) {
+            // Only read: the tree is still the state's.
+            self.state.bookmark_cache = OnceCell::from(tree);
+        } else {
+            self.state.bookmark_cache.take();
+        }
         for (p, original) in self.saved {
             match original {
                 Some(r) => {
@@ -1111,8 +1155,17 @@ impl<R: CryptoRngCore> Edit<'_, R> {
 
     /// The bookmark tree including this edit's changes so far.
     pub fn tree(&mut self) -> &BookmarkTree {
-        let state = &*self.state;
-        self.tree.get_or_insert_with(|| state.bookmarks())
+        let state = &mut *self.state;
+        self.tree.get_or_insert_with(|| match state.bookmark_cache.take() {
+            Some(tree) => tree,
+            None => state.materialize_bookmarks(),
+        })
+    }
+
+    /// Takes this edit's tree for patching after the writes of a local add, edit or move, if it
+    /// may be patched (see `BookmarkTree::is_regular`).
+    fn tree_to_patch(&mut self) -> Option<BookmarkTree> {
+        self.tree().is_regular().then(|| self.tree.take()).flatten()
     }
 
     // --- bookmarks ---------------------------------------------------------------------------
@@ -1152,14 +1205,31 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         url: Option<&str>,
     ) -> Result<(), ModelError> {
         schema::check_text(title, MAX_TITLE_LEN, "title")?;
-        let place = Place { kind, parent, position: position.clone(), prev_parent: parent, prev_position: position };
+        // A fresh node under a live folder of a regular tree lands exactly where its place says.
+        let fresh =
+            ["place", "title", "url"].iter().all(|f| !self.state.registers.contains_key(&path::bookmark(&id, f)));
+        let patch = if fresh {
+            self.tree_to_patch()
+                .filter(|t| parent.is_root() || t.get(&parent).is_some_and(|n| n.kind == NodeKind::Folder))
+        } else {
+            None
+        };
+        let place =
+            Place { kind, parent, position: position.clone(), prev_parent: parent, prev_position: position.clone() };
         self.write(path::bookmark(&id, "place"), place.encode())?;
         if kind != NodeKind::Separator {
             self.write(path::bookmark(&id, "title"), schema::encode_text(title))?;
         }
-        if let (NodeKind::Bookmark, Some(url)) = (kind, url) {
+        let url = if kind == NodeKind::Bookmark { url } else { None };
+        if let Some(url) = url {
             schema::check_text(url, MAX_URL_LEN, "url")?;
             self.write(path::bookmark(&id, "url"), schema::encode_text(url))?;
+        }
+        if let Some(mut tree) = patch {
+            let title = if kind == NodeKind::Separator { String::new() } else { title.to_owned() };
+            let url = url.map(str::to_owned);
+            tree.insert_new(bookmarks::BookmarkNode { id, kind, title, url, parent, children: Vec::new(), position });
+            self.tree = Some(tree);
         }
         Ok(())
     }
@@ -1167,6 +1237,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     /// Changes a node's title and/or URL.
     pub fn edit_bookmark(&mut self, id: &ItemId, title: Option<&str>, url: Option<&str>) -> Result<(), ModelError> {
         let node = self.tree().get(id).cloned().ok_or(ModelError::NotFound { kind: "bookmark", id: *id })?;
+        let patch = self.tree_to_patch();
         if let Some(title) = title {
             schema::check_text(title, MAX_TITLE_LEN, "title")?;
             self.write(path::bookmark(id, "title"), schema::encode_text(title))?;
@@ -1176,6 +1247,10 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             if node.kind == NodeKind::Bookmark {
                 self.write(path::bookmark(id, "url"), schema::encode_text(url))?;
             }
+        }
+        if let Some(mut tree) = patch {
+            tree.set_text(id, title, url);
+            self.tree = Some(tree);
         }
         Ok(())
     }
@@ -1193,8 +1268,21 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         let siblings = tree.children(&parent).iter().filter(|c| *c != id).count();
         let index = index.unwrap_or(usize::MAX).min(siblings);
         let position = tree.position_at(&parent, index, Some(id));
-        let place = Place { kind: node.kind, parent, position, prev_parent: node.parent, prev_position: node.position };
-        self.write(path::bookmark(id, "place"), place.encode())
+        // A live folder that is not inside the node: no cycle, no orphan, the node lands there.
+        let patch = self.tree_to_patch();
+        let place = Place {
+            kind: node.kind,
+            parent,
+            position: position.clone(),
+            prev_parent: node.parent,
+            prev_position: node.position,
+        };
+        self.write(path::bookmark(id, "place"), place.encode())?;
+        if let Some(mut tree) = patch {
+            tree.relocate(id, parent, position);
+            self.tree = Some(tree);
+        }
+        Ok(())
     }
 
     /// Deletes a node and everything beneath it.
@@ -1453,7 +1541,11 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     // --- commit --------------------------------------------------------------------------------
 
     fn commit(self) -> Result<Vec<VerifiedEnvelope>, ModelError> {
-        let Edit { state, writes, visits, deletions, .. } = self;
+        let Edit { state, writes, visits, deletions, tree, .. } = self;
+        if let Some(tree) = tree {
+            // Up to date with every write of this edit (each `b/` write emptied it, or patched it).
+            state.bookmark_cache = OnceCell::from(tree);
+        }
         let mut out = Vec::new();
         // Only the last value written to each path is published.
         let mut last: BTreeMap<&str, usize> = BTreeMap::new();

@@ -1174,7 +1174,7 @@ impl Engine {
         let mut rewritten = Vec::new();
         let stored = self.next_order;
         let fresh: Vec<&VerifiedEnvelope> =
-            state.envelopes().skip(usize::try_from(stored).unwrap_or(usize::MAX)).collect();
+            state.envelopes_from(usize::try_from(stored).unwrap_or(usize::MAX)).collect();
         for envelope in fresh {
             let record_key = RecordKey::Envelope(envelope.id());
             let body = storage::envelope_body(self.next_order, &envelope.encode());
