@@ -297,19 +297,25 @@ function wasmBytes() {
 
 const open = {
   async kathon(name) {
+    const heap0 = heap();
     const i0 = now();
     const exports = await init();
     kathonMemory = exports.memory;
     const initMs = now() - i0;
+    const wasm0 = wasmBytes();
     const t0 = now();
     const store = await KathonStore.open(name);
     const first = store.bookmarkChildren('toolbar').length + store.history(null, 20).length;
     const ms = now() - t0;
+    // Resident after opening: the JS heap it added plus the wasm memory it grew (wasm memory
+    // never shrinks, so this includes the peak of the load).
+    const memory = { jsHeap: heap() - heap0, wasm: wasmBytes() - wasm0 };
     const counts = store.counts();
     store.close();
-    return { ms, initMs, first, counts };
+    return { ms, initMs, first, counts, memory };
   },
   async yjs(name) {
+    const heap0 = heap();
     const t0 = now();
     const doc = new Y.Doc();
     const persistence = new IndexeddbPersistence(name, doc);
@@ -322,7 +328,9 @@ const open = {
     const visits = doc.getArray('visits');
     const first = toolbar + visits.slice(Math.max(0, visits.length - 20)).length;
     const ms = now() - t0;
-    return { ms, initMs: 0, first, counts: { bookmarks: doc.getMap('bookmarks').size, history: visits.length } };
+    const memory = { jsHeap: heap() - heap0 };
+    window.__keep = doc;
+    return { ms, initMs: 0, first, counts: { bookmarks: doc.getMap('bookmarks').size, history: visits.length }, memory };
   },
   async automerge(name) {
     const i0 = now();

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Some("build-demo") => build_pkg(&mut runner).and_then(|()| build_demo(&mut runner)),
         Some("soak") => soak(&mut runner, args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz(&mut runner, args.get(1).map(String::as_str)),
+        Some("bench") => bench(&mut runner),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -60,7 +61,34 @@ commands:
   build-demo   build the npm package and assemble the demo page into target/web-demo/
   build-pkg    build the npm package in pkg/ (web target at the root, bundler target in pkg/bundler)
   soak [N]     N random model and engine schedules beyond the ones CI runs (default 200000)
-  fuzz [SECS]  run every cargo-fuzz target for SECS seconds each (default 600; needs nightly)";
+  fuzz [SECS]  run every cargo-fuzz target for SECS seconds each (default 600; needs nightly)
+  bench        every benchmark: criterion (crypto, profile), sync cost, edit cost, and Kathon
+               side by side with Yjs and Automerge in headless Chromium (see benches/README.md)";
+
+/// Every benchmark, one after the other (never two heavy jobs at once on this machine).
+fn bench(runner: &mut Runner) -> Result<(), TaskError> {
+    setup::all(runner)?;
+    build_pkg(runner)?;
+    let criterion = |bench: &'static str| {
+        move || {
+            Cmd::new("cargo")
+                .args(["bench", "--locked", "-p", "kathon-benches", "--bench", bench, "--"])
+                .args(["--warm-up-time", "1", "--measurement-time", "4"])
+                .run()
+        }
+    };
+    runner.step("criterion: Ed25519 and envelopes", criterion("crypto"))?;
+    runner.step("criterion: the realistic profile (apply, encode, verified load)", criterion("profile"))?;
+    runner.step("sync cost in the simulated network (full, incremental k = 1..1000)", || {
+        Cmd::new("cargo").args(["bench", "--locked", "-p", "kathon-benches", "--bench", "sync"]).run()
+    })?;
+    runner.step("cost of one local edit as the tree grows", || {
+        Cmd::new("cargo").args(["run", "--locked", "--release", "-p", "kathon-benches", "--example", "edit_cost"]).run()
+    })?;
+    runner.step("headless Chromium: Kathon, Yjs + y-indexeddb, Automerge (artifacts/bench/browser.json)", || {
+        Cmd::new("node").args(["benches/browser/run.mjs"]).run()
+    })
+}
 
 /// The repository root (xtask lives one level below it).
 pub(crate) fn root() -> PathBuf {
@@ -137,6 +165,9 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
                 .run()
         },
     )?;
+    runner.step("browser benches, smoke run (small profile, one round; figures are printed, not checked)", || {
+        Cmd::new("node").args(["benches/browser/run.mjs", "--small", "--rounds", "1", "--writes", "200"]).run()
+    })?;
     Ok(())
 }
 

@@ -16,7 +16,20 @@ pub(crate) fn all(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("set-up: node and npm", node)?;
     runner.step("set-up: npm packages of the browser tests (playwright-core, vite)", npm_packages)?;
     runner.step("set-up: npm packages of the demo page (qrcode-generator)", demo_packages)?;
+    runner.step("set-up: npm packages of the browser benches (yjs, y-indexeddb, automerge)", bench_packages)?;
     Ok(())
+}
+
+pub(crate) fn bench_packages() -> Result<(), TaskError> {
+    let dir = crate::root().join("benches/browser");
+    let present = ["yjs", "y-indexeddb", "@automerge/automerge"]
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).join("package.json").exists());
+    if present {
+        println!("    present");
+        return Ok(());
+    }
+    Cmd::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir).run()
 }
 
 /// What the main job needs: the wasm toolchain and the demo page's one npm package.
