@@ -568,15 +568,24 @@ pub fn ingest_envelopes(data: &[u8]) {
     use crate::hlc::Timestamp;
     use crate::identity::{DeviceSecretKey, RootSecretKey};
     use crate::model::{BrowserState, KIND_DOC_UPDATE, KIND_HISTORY, Received, Settings};
-    let root = RootSecretKey::from_secret_bytes(&[1; 32]);
-    let author = DeviceSecretKey::from_secret_bytes(&[2; 32]);
-    let replica = DeviceSecretKey::from_secret_bytes(&[3; 32]);
-    let mut registry = DeviceRegistry::new(root.public());
-    for (key, name) in [(&author, "author"), (&replica, "replica")] {
-        let Ok(name) = DeviceName::new(name) else { return };
-        let _ = registry.add_certificate(DeviceCertificate::issue(&root, key.public(), name, 0, NEVER_EXPIRES));
-    }
-    let Ok(mut state) = BrowserState::new(registry, replica, [4; 16], Settings::default()) else { return };
+    // The same keys and certificates every run: made once, so executions go to the ingest path.
+    static FIXTURE: std::sync::OnceLock<(DeviceSecretKey, DeviceSecretKey, DeviceRegistry)> =
+        std::sync::OnceLock::new();
+    let (author, replica, registry) = FIXTURE.get_or_init(|| {
+        let root = RootSecretKey::from_secret_bytes(&[1; 32]);
+        let author = DeviceSecretKey::from_secret_bytes(&[2; 32]);
+        let replica = DeviceSecretKey::from_secret_bytes(&[3; 32]);
+        let mut registry = DeviceRegistry::new(root.public());
+        for (key, name) in [(&author, "author"), (&replica, "replica")] {
+            if let Ok(name) = DeviceName::new(name) {
+                let _ = registry.add_certificate(DeviceCertificate::issue(&root, key.public(), name, 0, NEVER_EXPIRES));
+            }
+        }
+        (author, replica, registry)
+    });
+    let Ok(mut state) = BrowserState::new(registry.clone(), replica.clone(), [4; 16], Settings::default()) else {
+        return;
+    };
     let now = 1_764_000_000_000u64;
     let (mut seq, mut prev) = (1u64, None);
     let mut rest = data;
@@ -605,7 +614,7 @@ pub fn ingest_envelopes(data: &[u8]) {
                 payload,
                 attachments,
             };
-            let Ok(envelope) = Envelope::sign(&author, state.identity(), unsigned) else { continue };
+            let Ok(envelope) = Envelope::sign(author, state.identity(), unsigned) else { continue };
             let id = envelope.id();
             if let Ok(decoded) = Envelope::decode(&envelope.encode())
                 && let Ok(Received::Applied(_)) = state.receive(decoded, now)
