@@ -519,6 +519,8 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
     closures.push(on_state);
     inner.rtc.insert(key, RtcPeer { pc, dc, up: false, _closures: closures });
     inner.by_endpoint.insert(endpoint.to_owned(), key);
+    drop(inner);
+    watch_connect(shared, key, endpoint);
     Ok(key)
 }
 
@@ -553,9 +555,30 @@ fn peer_gone(shared: &Shared, key: PeerKey, endpoint: &str) {
     drive(shared);
 }
 
+/// How long a connection may take to open its data channel before it is dropped and (by the
+/// offering side) tried again.
+const CONNECT_TIMEOUT_MS: i32 = 15_000;
+
+/// Drops the connection `key` if its data channel has not opened in time: on a loaded machine a
+/// first attempt can stall for good (no candidates gathered in time), and nothing else would
+/// ever retry it.
+fn watch_connect(shared: &Shared, key: PeerKey, endpoint: &str) {
+    let weak = Rc::downgrade(shared);
+    let endpoint = endpoint.to_owned();
+    spawn_local(async move {
+        crate::util::sleep(CONNECT_TIMEOUT_MS).await;
+        let Some(shared) = weak.upgrade() else { return };
+        let stalled = shared.try_borrow().is_ok_and(|i| i.rtc.get(&key).is_some_and(|p| !p.up));
+        if stalled {
+            warn(&format!("kathon: the connection to {endpoint} did not open in time; trying again"));
+            peer_gone(&shared, key, &endpoint);
+        }
+    });
+}
+
 async fn wait_for_candidates(pc: &RtcPeerConnection) {
-    // Non-trickle: wait until gathering completes (or 2 s), so the description carries them.
-    for _ in 0..40 {
+    // Non-trickle: wait until gathering completes (or 10 s), so the description carries them.
+    for _ in 0..200 {
         if pc.ice_gathering_state() == web_sys::RtcIceGatheringState::Complete {
             return;
         }
