@@ -191,7 +191,9 @@ async function gather(pc) {
 }
 // A relay with its own DTLS certificates on both legs, forwarding the data channel: what a
 // malicious bridge could do by swapping the fingerprints in the SDP it relays.
-export async function mitm(offerFromA, answerToA, offerToB) {
+// `key` names the connection (offerer>target): each answer goes to the pair its offer made, even
+// when several connections are set up through the man in the middle at once.
+export async function mitm(key, offerFromA, answerToA, offerToB) {
   const pcA = new RTCPeerConnection({ iceServers: [] });
   const pcB = new RTCPeerConnection({ iceServers: [] });
   const dcA = pcA.createDataChannel('kathon', { negotiated: true, id: 0 });
@@ -210,16 +212,17 @@ export async function mitm(offerFromA, answerToA, offerToB) {
   answerToA(pcA.localDescription.sdp);
   await pcB.setLocalDescription(await pcB.createOffer());
   await gather(pcB);
+  window.__mitmAnswers = window.__mitmAnswers || {};
+  window.__mitmAnswers[key] = (sdp) => pcB.setRemoteDescription({ type: 'answer', sdp });
+  (window.__mitmConnections = window.__mitmConnections || []).push(pcA, pcB);
   offerToB(pcB.localDescription.sdp);
-  window.__mitmAnswer = (sdp) => pcB.setRemoteDescription({ type: 'answer', sdp });
-  window.__mitmConnections = [pcA, pcB];
 }
-export function mitmAnswer(sdp) { window.__mitmAnswer(sdp); }
+export function mitmAnswer(key, sdp) { window.__mitmAnswers?.[key]?.(sdp); }
 "#)]
 extern "C" {
-    async fn mitm(offer_from_a: String, answer_to_a: &js_sys::Function, offer_to_b: &js_sys::Function);
+    async fn mitm(key: String, offer_from_a: String, answer_to_a: &js_sys::Function, offer_to_b: &js_sys::Function);
     #[wasm_bindgen(js_name = mitmAnswer)]
-    fn mitm_answer(sdp: String);
+    fn mitm_answer(key: String, sdp: String);
 }
 
 /// Where a store's incoming signaling goes (set once it is attached).
@@ -284,6 +287,7 @@ fn handle(bridge: &Bridge, slot: &Rc<RefCell<Option<js_sys::Function>>>, me: &Rc
             if bridge.borrow().mitm {
                 match payload {
                     RtcSignal::Offer { sdp } => {
+                        let key = format!("{from}>{to}");
                         let (to2, from2) = (to.clone(), from.clone());
                         let answer_to_a = Closure::<dyn FnMut(String)>::new(move |sdp: String| {
                             deliver(
@@ -303,10 +307,10 @@ fn handle(bridge: &Bridge, slot: &Rc<RefCell<Option<js_sys::Function>>>, me: &Rc
                         });
                         let (a, b) = (answer_to_a.into_js_value(), offer_to_b.into_js_value());
                         wasm_bindgen_futures::spawn_local(async move {
-                            mitm(sdp, a.unchecked_ref(), b.unchecked_ref()).await;
+                            mitm(key, sdp, a.unchecked_ref(), b.unchecked_ref()).await;
                         });
                     }
-                    RtcSignal::Answer { sdp } => mitm_answer(sdp),
+                    RtcSignal::Answer { sdp } => mitm_answer(format!("{to}>{from}"), sdp),
                     _ => {}
                 }
                 return;
