@@ -15,73 +15,16 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kathon_benches::SEED;
-use kathon_core::certificate::{DeviceCertificate, DeviceName, DeviceRegistry, NEVER_EXPIRES};
 use kathon_core::envelope::Envelope;
-use kathon_core::identity::{DeviceSecretKey, RootSecretKey};
-use kathon_core::model::vault::VaultKey;
-use kathon_core::model::{BrowserState, Settings};
-use kathon_core::testing::{Profile, ProfileSize};
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::SeedableRng;
 
-const NOW: u64 = 1_764_000_000_000;
+use kathon_benches::ProfileSetup as Setup;
 
-struct Setup {
-    registry: DeviceRegistry,
-    devices: Vec<DeviceSecretKey>,
-    vault_key: VaultKey,
-    profile: Profile,
-    size: ProfileSize,
-}
-
-impl Setup {
-    fn new() -> Self {
-        let size = if std::env::var("KATHON_PROFILE").as_deref() == Ok("small") {
-            ProfileSize::SMALL
-        } else {
-            ProfileSize::REALISTIC
-        };
-        let mut rng = ChaCha20Rng::seed_from_u64(SEED);
-        let root = RootSecretKey::generate(&mut rng);
-        let devices: Vec<DeviceSecretKey> = (0..2).map(|_| DeviceSecretKey::generate(&mut rng)).collect();
-        let mut registry = DeviceRegistry::new(root.public());
-        for (i, d) in devices.iter().enumerate() {
-            let name = DeviceName::new(&format!("d{i}")).unwrap();
-            registry.add_certificate(DeviceCertificate::issue(&root, d.public(), name, 0, NEVER_EXPIRES)).unwrap();
-        }
-        let vault_key = VaultKey::generate(&mut rng);
-        Self { registry, devices, vault_key, profile: Profile::generate(SEED, size, NOW), size }
-    }
-
-    fn replica(&self, i: usize, rng: &mut ChaCha20Rng) -> BrowserState {
-        let mut nonce = [0u8; 16];
-        rng.fill_bytes(&mut nonce);
-        let mut s =
-            BrowserState::new(self.registry.clone(), self.devices[i].clone(), nonce, Settings::default()).unwrap();
-        s.vault_mut().insert(self.vault_key.clone(), true);
-        s
-    }
-
-    fn apply(&self, s: &mut BrowserState, rng: &mut ChaCha20Rng) {
-        s.transact(NOW, rng, |e| e.import_bookmarks(&self.profile.bookmarks)).unwrap();
-        s.transact(NOW, rng, |e| {
-            for v in &self.profile.visits {
-                e.record_visit(&v.url, &v.title, v.at_ms, v.transition)?;
-            }
-            Ok(())
-        })
-        .unwrap();
-        s.transact(NOW, rng, |e| e.import_passwords(&self.profile.passwords)).unwrap();
-        s.transact(NOW, rng, |e| e.set_device_layout(&self.profile.layout)).unwrap();
-    }
-
-    fn records(&self) -> u64 {
-        (self.size.bookmarks + self.size.visits + self.size.passwords + 1) as u64
-    }
-}
+const NOW: u64 = kathon_benches::PROFILE_NOW;
 
 fn profile(c: &mut Criterion) {
-    let setup = Setup::new();
+    let setup = Setup::from_env();
     let mut rng = ChaCha20Rng::seed_from_u64(SEED + 1);
     let mut built = setup.replica(0, &mut rng);
     setup.apply(&mut built, &mut rng);
