@@ -2,6 +2,7 @@
 // Automerge (persisted to IndexedDB the way automerge-repo does it: one incremental save per
 // change). `run.mjs` calls these from Playwright, one fresh page (or browser) per measurement.
 import init, { KathonStore } from 'kathon-sync';
+import initFloor, * as floor from 'kathon-bench-wasm';
 import * as Y from 'yjs';
 import { IndexeddbPersistence } from 'y-indexeddb';
 import * as Automerge from '@automerge/automerge/slim';
@@ -361,3 +362,460 @@ async function kathonInit() {
 
 window.bench = { write, load, open, kathonInit };
 window.benchReady = true;
+
+// ---------------------------------------------------------------------------------------------
+// WebRTC in the page: channel pairs, chunked messages, flow control.
+// ---------------------------------------------------------------------------------------------
+
+const FRAME = 16 * 1024;
+const HIGH_WATER = 1 << 20;
+
+function gathered(pc) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    const timer = setTimeout(resolve, 10_000);
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+function opened(dc) {
+  return new Promise((resolve, reject) => {
+    if (dc.readyState === 'open') return resolve();
+    dc.addEventListener('open', () => resolve(), { once: true });
+    dc.addEventListener('close', () => reject(new Error('channel closed')), { once: true });
+  });
+}
+
+/** One negotiated, ordered channel as the Kathon driver opens it (non-trickle, no ICE servers). */
+function rtcSide() {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const dc = pc.createDataChannel('kathon', { negotiated: true, id: 0, ordered: true });
+  dc.binaryType = 'arraybuffer';
+  dc.bufferedAmountLowThreshold = 256 * 1024;
+  return { pc, dc };
+}
+
+/** Two Chromium peer connections in this page, connected; `connectMs` from creating both to
+ *  both channels open. */
+async function channelPair() {
+  const t0 = now();
+  const a = rtcSide();
+  const b = rtcSide();
+  await a.pc.setLocalDescription(await a.pc.createOffer());
+  await gathered(a.pc);
+  await b.pc.setRemoteDescription(a.pc.localDescription);
+  await b.pc.setLocalDescription(await b.pc.createAnswer());
+  await gathered(b.pc);
+  await a.pc.setRemoteDescription(b.pc.localDescription);
+  await Promise.all([opened(a.dc), opened(b.dc)]);
+  return { a, b, connectMs: now() - t0, close: () => (a.pc.close(), b.pc.close()) };
+}
+
+async function drained(dc) {
+  if (dc.bufferedAmount <= HIGH_WATER) return;
+  await new Promise((resolve) => dc.addEventListener('bufferedamountlow', resolve, { once: true }));
+}
+
+/** Sends `bytes` as 16 KiB frames after a 4-byte length, waiting while the buffer is full. */
+async function sendChunked(dc, bytes) {
+  const head = new Uint8Array(4);
+  new DataView(head.buffer).setUint32(0, bytes.byteLength);
+  dc.send(head);
+  for (let at = 0; at < bytes.byteLength; at += FRAME) {
+    await drained(dc);
+    dc.send(bytes.subarray(at, Math.min(at + FRAME, bytes.byteLength)));
+  }
+}
+
+/** Calls `onMessage(bytes)` for each message `sendChunked` sent on `dc`. */
+function receiveChunked(dc, onMessage) {
+  let want = -1;
+  let parts = [];
+  let have = 0;
+  dc.onmessage = (e) => {
+    const chunk = new Uint8Array(e.data);
+    if (want < 0) {
+      want = new DataView(chunk.buffer, chunk.byteOffset, 4).getUint32(0);
+      parts = [];
+      have = 0;
+    } else {
+      parts.push(chunk);
+      have += chunk.byteLength;
+    }
+    if (want >= 0 && have >= want) {
+      const out = new Uint8Array(want);
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.byteLength;
+      }
+      want = -1;
+      onMessage(out);
+    }
+  };
+}
+
+/** Bytes per second from `from` to `to`, 16 KiB messages with flow control. */
+async function pushThroughput(from, to, bytes) {
+  const frame = new Uint8Array(FRAME).fill(7);
+  let got = 0;
+  const done = new Promise((resolve) => {
+    to.onmessage = (e) => {
+      got += e.data.byteLength;
+      if (got >= bytes) resolve();
+    };
+  });
+  const t0 = now();
+  for (let sent = 0; sent < bytes; sent += FRAME) {
+    await drained(from);
+    from.send(frame);
+  }
+  await done;
+  return (bytes * 1000) / (now() - t0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// An in-page bridge: routes joins and relays between stores in this page, like the real one.
+// ---------------------------------------------------------------------------------------------
+
+function inPageBridge() {
+  const endpoints = new Map();
+  const deliver = (target, message) => setTimeout(() => target.receive(JSON.stringify(message)), 0);
+  return {
+    attach(store) {
+      const me = { receive: null, topics: [], endpoint: null };
+      me.receive = store.attachSignaling((text) => {
+        const m = JSON.parse(text);
+        if (m.type === 'join') {
+          me.endpoint = m.endpoint;
+          me.topics = m.topics;
+          endpoints.set(m.endpoint, me);
+          for (const [endpoint, other] of endpoints) {
+            if (endpoint === m.endpoint) continue;
+            const topic = other.topics.find((t) => m.topics.includes(t));
+            if (!topic) continue;
+            deliver(me, { type: 'peer', endpoint, topic });
+            deliver(other, { type: 'peer', endpoint: m.endpoint, topic });
+          }
+        } else if (m.type === 'relay') {
+          const target = endpoints.get(m.to);
+          if (target) deliver(target, { type: 'relay', from: me.endpoint, to: m.to, payload: m.payload });
+        }
+      });
+    },
+    clear() {
+      endpoints.clear();
+    },
+  };
+}
+
+const until = async (what, check, ms = 120_000) => {
+  const t0 = now();
+  for (;;) {
+    const v = check();
+    if (v) return v;
+    if (now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+};
+
+/** Waits for `store` to report an authenticated peer. */
+function authenticated(store) {
+  return new Promise((resolve) => {
+    const off = store.on('peers', (e) => {
+      if (e.authenticated) {
+        off?.();
+        resolve(e);
+      }
+    });
+  });
+}
+
+/** Stores `a` (with an identity) and `b` (new) in this page, paired through an in-page bridge. */
+async function pairedStores(nameA, nameB) {
+  await kathonInit();
+  const a = await KathonStore.open(nameA);
+  a.createIdentity('bench a');
+  const b = await KathonStore.open(nameB);
+  const bridge = inPageBridge();
+  a.on('pairing', (e) => {
+    if (e.request) a.confirmPairing(e.request.peer, true);
+  });
+  bridge.attach(a);
+  bridge.attach(b);
+  const { code } = a.newPairingCode();
+  b.joinWithCode(code, 'bench b');
+  await until('the pairing', () => b.status().enrolled);
+  await Promise.all([a.flush(), b.flush()]);
+  a.close();
+  b.close();
+  return bridge;
+}
+
+const transport = {
+  /** Chromium↔Chromium in this page: connect times over `trials` fresh pairs, then throughput
+   *  both ways. */
+  async chromium(trials, bytes) {
+    const connectMs = [];
+    for (let i = 0; i < trials; i += 1) {
+      const pair = await channelPair();
+      connectMs.push(pair.connectMs);
+      pair.close();
+    }
+    const pair = await channelPair();
+    const forward = await pushThroughput(pair.a.dc, pair.b.dc, bytes);
+    const back = await pushThroughput(pair.b.dc, pair.a.dc, bytes);
+    pair.close();
+    return { connectMs, throughput: { forward, back } };
+  },
+  /** Two paired Kathon stores in this page: from attaching both to the in-page bridge (join,
+   *  offer, answer, ICE, DTLS, SCTP, Hello, Auth both ways) to both authenticated. */
+  async kathon(trials) {
+    await pairedStores('ta', 'tb');
+    const sessionMs = [];
+    for (let i = 0; i < trials; i += 1) {
+      const a = await KathonStore.open('ta');
+      const b = await KathonStore.open('tb');
+      const bridge = inPageBridge();
+      const t0 = now();
+      const both = Promise.all([authenticated(a), authenticated(b)]);
+      bridge.attach(a);
+      bridge.attach(b);
+      await both;
+      sessionMs.push(now() - t0);
+      a.close();
+      b.close();
+    }
+    return { sessionMs };
+  },
+  /** The page's side of a native peer: an offer to hand to the native process. */
+  async nativeOffer() {
+    window.__native = rtcSide();
+    const { pc } = window.__native;
+    window.__nativeT0 = now();
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    return pc.localDescription.sdp;
+  },
+  /** Takes the native answer; resolves when the channel is open, with the connect time. */
+  async nativeAnswer(sdp) {
+    const { pc, dc } = window.__native;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+    await opened(dc);
+    return now() - window.__nativeT0;
+  },
+  /** Throughput page→native and native→page over the channel made above. */
+  async nativeThroughput(bytes) {
+    const { dc } = window.__native;
+    const control = (tag, n) => {
+      const m = new Uint8Array(9);
+      m[0] = tag;
+      new DataView(m.buffer).setBigUint64(1, BigInt(n));
+      return m;
+    };
+    const frame = new Uint8Array(FRAME).fill(7);
+    // Page → native: announce, send, wait for the native side's receipt.
+    const receipt = new Promise((resolve) => {
+      dc.onmessage = (e) => {
+        if (e.data.byteLength === 9 && new Uint8Array(e.data)[0] === 2) resolve();
+      };
+    });
+    dc.send(control(1, bytes));
+    let t0 = now();
+    for (let sent = 0; sent < bytes; sent += FRAME) {
+      await drained(dc);
+      dc.send(frame);
+    }
+    await receipt;
+    const toNative = (bytes * 1000) / (now() - t0);
+    // Native → page.
+    let got = 0;
+    const all = new Promise((resolve) => {
+      dc.onmessage = (e) => {
+        got += e.data.byteLength;
+        if (got >= bytes) resolve();
+      };
+    });
+    t0 = now();
+    dc.send(control(3, bytes));
+    await all;
+    const fromNative = (bytes * 1000) / (now() - t0);
+    window.__native.pc.close();
+    return { toNative, fromNative };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Full sync between two in-page peers of the stored realistic profile.
+// ---------------------------------------------------------------------------------------------
+
+const fullSync = {
+  /** A holds the profile; B is paired but empty. From attaching both (connect + handshake) to
+   *  B holding every record durably in IndexedDB, every envelope verified on the way in. */
+  async kathon(profile) {
+    await pairedStores('fa', 'fb');
+    {
+      const a = await KathonStore.open('fa');
+      a.importBookmarksHtml(netscape(profile));
+      a.recordVisits(profile.visits.map(([u, t, at, tr]) => ({ url: u, title: t, visitedAt: at, transition: tr })));
+      a.importPasswordsCsv(passwordCsv(profile));
+      a.setDeviceLayout(profile.layout);
+      await a.flush();
+      a.close();
+    }
+    const a = await KathonStore.open('fa');
+    const b = await KathonStore.open('fb');
+    const want = a.counts();
+    const bridge = inPageBridge();
+    const t0 = now();
+    bridge.attach(a);
+    bridge.attach(b);
+    await until('B to hold the profile', () => {
+      const c = b.counts();
+      return c.history === want.history && c.bookmarks === want.bookmarks && c.passwords === want.passwords;
+    }, 600_000);
+    await b.flush();
+    const ms = now() - t0;
+    const got = b.counts();
+    a.close();
+    b.close();
+    return { ms, counts: got };
+  },
+  /** A holds the profile (y-indexeddb); B is empty (y-indexeddb). Over a fresh channel pair:
+   *  B sends its state vector, A answers the update B lacks (y-protocols SyncStep1/2), B applies
+   *  it and persists it. */
+  async yjs(profile) {
+    const docA = new Y.Doc();
+    const pa = new IndexeddbPersistence('ya', docA);
+    await pa.whenSynced;
+    yjsApply(docA, profile);
+    await idbBarrier(pa.db, 'updates');
+    const docB = new Y.Doc();
+    const pb = new IndexeddbPersistence('yb', docB);
+    await pb.whenSynced;
+    const t0 = now();
+    const pair = await channelPair();
+    const applied = new Promise((resolve) => {
+      receiveChunked(pair.b.dc, (update) => {
+        Y.applyUpdate(docB, update);
+        resolve();
+      });
+    });
+    receiveChunked(pair.a.dc, (sv) => sendChunked(pair.a.dc, Y.encodeStateAsUpdate(docA, sv)));
+    await sendChunked(pair.b.dc, Y.encodeStateVector(docB));
+    await applied;
+    await idbBarrier(pb.db, 'updates');
+    const ms = now() - t0;
+    const counts = { bookmarks: docB.getMap('bookmarks').size, history: docB.getArray('visits').length };
+    pair.close();
+    await pa.destroy();
+    await pb.destroy();
+    return { ms, counts };
+  },
+  /** Automerge's sync protocol over a fresh channel pair until neither side has more to say;
+   *  then B saves to IndexedDB. */
+  async automerge(profile) {
+    await Automerge.initializeBase64Wasm(automergeWasmBase64);
+    let docA = Automerge.from(automergeShape(profile));
+    let docB = Automerge.init();
+    const db = await openRaw('am-b', (db) => db.createObjectStore('chunks', { autoIncrement: true }));
+    const t0 = now();
+    const pair = await channelPair();
+    let stateA = Automerge.initSyncState();
+    let stateB = Automerge.initSyncState();
+    let settle;
+    const quiet = new Promise((resolve) => (settle = resolve));
+    let idle = null;
+    const nudgeIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(settle, 50);
+    };
+    const speak = (side) => {
+      if (side === 'a') {
+        const [s, m] = Automerge.generateSyncMessage(docA, stateA);
+        stateA = s;
+        if (m) sendChunked(pair.a.dc, m);
+      } else {
+        const [s, m] = Automerge.generateSyncMessage(docB, stateB);
+        stateB = s;
+        if (m) sendChunked(pair.b.dc, m);
+      }
+      nudgeIdle();
+    };
+    receiveChunked(pair.a.dc, (m) => {
+      [docA, stateA] = Automerge.receiveSyncMessage(docA, stateA, m);
+      speak('a');
+    });
+    receiveChunked(pair.b.dc, (m) => {
+      [docB, stateB] = Automerge.receiveSyncMessage(docB, stateB, m);
+      speak('b');
+    });
+    speak('b');
+    speak('a');
+    await quiet;
+    db.transaction(['chunks'], 'readwrite').objectStore('chunks').add(Automerge.save(docB));
+    await idbBarrier(db, 'chunks');
+    const ms = now() - t0 - 50; // the quiet period that tells the exchange is over
+    db.close();
+    pair.close();
+    return { ms, counts: { bookmarks: Object.keys(docB.bookmarks ?? {}).length, history: (docB.visits ?? []).length } };
+  },
+};
+
+window.bench.transport = transport;
+window.bench.fullSync = fullSync;
+
+// ---------------------------------------------------------------------------------------------
+// Signatures in the page: wasm (ed25519-dalek, as the package compiles it) next to WebCrypto's
+// Ed25519; and verified ingest of the realistic profile in wasm, against the same floor.
+// ---------------------------------------------------------------------------------------------
+
+const signatures = {
+  async run(n, small) {
+    await initFloor();
+    const samples = floor.signatureSamples(n);
+    const perSig = (ms) => (ms * 1000) / n;
+    let t0 = now();
+    floor.signMany(n);
+    const signUs = perSig(now() - t0);
+    t0 = now();
+    const strictOk = floor.verifyStrict(samples);
+    const strictUs = perSig(now() - t0);
+    const batchUs = {};
+    for (const size of [16, 64, 256]) {
+      t0 = now();
+      const ok = floor.verifyBatch(samples, size);
+      batchUs[size] = perSig(now() - t0);
+      if (ok !== n) throw new Error(`batch verify failed: ${ok} of ${n}`);
+    }
+    if (strictOk !== n) throw new Error(`verify_strict failed: ${strictOk} of ${n}`);
+    // WebCrypto: one imported key, every signature awaited in turn, then all in flight at once.
+    const key = await crypto.subtle.importKey('raw', samples.slice(0, 32), { name: 'Ed25519' }, false, ['verify']);
+    const items = [];
+    for (let i = 0; i < n; i += 1) {
+      const at = 32 + i * 152;
+      items.push([samples.slice(at, at + 88), samples.slice(at + 88, at + 152)]);
+    }
+    t0 = now();
+    let webOk = 0;
+    for (const [m, s] of items) if (await crypto.subtle.verify('Ed25519', key, s, m)) webOk += 1;
+    const webSerialUs = perSig(now() - t0);
+    t0 = now();
+    const all = await Promise.all(items.map(([m, s]) => crypto.subtle.verify('Ed25519', key, s, m)));
+    const webParallelUs = perSig(now() - t0);
+    if (webOk !== n || all.some((ok) => !ok)) throw new Error('WebCrypto refused a valid signature');
+    // Verified ingest: every envelope of the profile into a fresh replica (decode, verify, apply).
+    const records = floor.prepareIngest(small);
+    t0 = now();
+    const visits = floor.runIngest();
+    const ingestMs = now() - t0;
+    return { n, signUs, strictUs, batchUs, webSerialUs, webParallelUs, ingest: { records, visits, ms: ingestMs } };
+  },
+};
+
+window.bench.signatures = signatures;

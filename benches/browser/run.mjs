@@ -3,14 +3,21 @@
 // browser, the libraries' order rotated between rounds. Prints medians and Kathon/peer ratios
 // and writes them to artifacts/bench/browser.json. No assertions on time.
 //
-// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N]
-// (`cargo xtask bench` builds pkg/ and runs it.)
-import { execFileSync } from 'node:child_process';
+// The WebRTC sections (full sync between two in-page peers, connect and throughput
+// Chromium↔Chromium, native↔Chromium and native↔native) run inside a network namespace this
+// script makes (Chromium's mDNS host candidates and every packet stay in it), with the native
+// side from `cargo run --release -p kathon-bridge --example dc_throughput`.
+//
+// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--no-rtc]
+// (`cargo xtask bench` builds pkg/ and runs it; needs root for the namespace.)
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 import { browser, serve } from '../../tests/e2e/lib.mjs';
+import { Lan } from '../../tests/e2e/lan.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -22,6 +29,9 @@ const flag = (name, fallback) => {
 const small = args.includes('--small');
 const ROUNDS = flag('--rounds', 3);
 const WRITES = flag('--writes', 2000);
+const RTC = !args.includes('--no-rtc');
+const RTC_BYTES = (small ? 8 : 64) << 20;
+const TRIALS = small ? 3 : 10;
 const LIBS = ['kathon', 'yjs', 'automerge'];
 const dist = join(root, 'target/bench-browser');
 const work = mkdtempSync(join(tmpdir(), 'kathon-bench-'));
@@ -46,13 +56,16 @@ async function inBrowser(profileDir, url, body) {
   }
 }
 
-log('==> building the bench page (Vite) and exporting the realistic profile');
+log('==> building the wasm floor (kathon-bench-wasm, wasm-release like the package), the bench page (Vite), the realistic profile');
+execFileSync('cargo', ['build', '-q', '--locked', '-p', 'kathon-bench-wasm', '--profile', 'wasm-release', '--target', 'wasm32-unknown-unknown'], { cwd: root, stdio: 'inherit' });
+execFileSync('wasm-bindgen', ['--target', 'web', '--out-dir', join(root, 'target/bench-wasm-pkg'), join(root, 'target/wasm32-unknown-unknown/wasm-release/kathon_bench_wasm.wasm')], { cwd: root, stdio: 'inherit' });
+if (RTC) execFileSync('cargo', ['build', '-q', '--locked', '--release', '-p', 'kathon-bridge', '--example', 'dc_throughput'], { cwd: root, stdio: 'inherit' });
 execFileSync(process.execPath, [join(root, 'tests/e2e/node_modules/vite/bin/vite.js'), 'build'], { cwd: here, stdio: 'inherit' });
 // The small profile comes from a debug build (CI has it compiled already); the full one from release.
 const cargoProfile = small ? [] : ['--release'];
 execFileSync('cargo', ['run', '-q', '--locked', '-p', 'kathon-benches', ...cargoProfile, '--bin', 'export_profile', '--', join(dist, 'profile.json'), ...(small ? ['small'] : [])], { cwd: root, stdio: 'inherit' });
 const server = await serve(dist);
-const results = { date: new Date().toISOString(), profile: small ? 'small' : 'realistic', rounds: ROUNDS, writes: WRITES, write: {}, load: {}, open: {} };
+const results = { date: new Date().toISOString(), profile: small ? 'small' : 'realistic', rounds: ROUNDS, writes: WRITES, write: {}, load: {}, open: {}, signatures: [], fullSync: {}, transport: {} };
 for (const lib of LIBS) {
   results.write[lib] = [];
   results.open[lib] = [];
@@ -93,9 +106,90 @@ try {
       log(`  round ${round + 1} ${lib.padEnd(9)} cold open to first query ${r.ms.toFixed(0).padStart(6)} ms (+ ${r.initMs.toFixed(0)} ms wasm init); ${JSON.stringify(r.counts)}; memory ${JSON.stringify(r.memory ?? {})}`);
     }
   }
+  log('==> signatures in the page: wasm (ed25519-dalek as the package builds it) and WebCrypto Ed25519; verified ingest in wasm');
+  for (let round = 0; round < ROUNDS; round += 1) {
+    const dir = join(work, `signatures-${round}`);
+    const r = await inBrowser(dir, server.url, (page) => page.evaluate(([n, small]) => bench.signatures.run(n, small), [small ? 256 : 2048, small]));
+    rmSync(dir, { recursive: true, force: true });
+    results.signatures.push(r);
+    log(`  round ${round + 1}: wasm sign ${r.signUs.toFixed(1)} µs, verify_strict ${r.strictUs.toFixed(1)} µs, verify_batch ${Object.entries(r.batchUs).map(([k, v]) => `${k}: ${v.toFixed(1)} µs`).join(', ')}; WebCrypto verify ${r.webSerialUs.toFixed(1)} µs awaited one by one, ${r.webParallelUs.toFixed(1)} µs all in flight; ingest ${r.ingest.records} records in ${r.ingest.ms.toFixed(0)} ms`);
+  }
+
+  if (RTC) await rtcSections();
 } finally {
   await server.close();
   rmSync(work, { recursive: true, force: true });
+}
+
+/** The WebRTC sections, inside machine 1 of a one-machine namespaced LAN. */
+async function rtcSections() {
+  const lan = new Lan(1, work, join(root, 'target/release/kathon-bridge'));
+  try {
+    const served = spawn('ip', ['netns', 'exec', lan.ns(1), process.execPath, join(here, 'serve.mjs'), dist], { stdio: ['ignore', 'pipe', 'inherit'] });
+    lan.children.push(served);
+    const url = (await createInterface({ input: served.stdout })[Symbol.asyncIterator]().next()).value.trim();
+    const inNs = (profileDir, body) => inBrowserWith(lan.chromium(1), profileDir, url, body);
+
+    log(`==> full sync between two in-page peers (real WebRTC inside a namespace), the ${small ? 'small' : 'realistic'} profile`);
+    for (const lib of LIBS) {
+      const dir = join(work, `sync-${lib}`);
+      const r = await inNs(dir, (page) => page.evaluate(async (lib) => bench.fullSync[lib](await (await fetch('profile.json')).json()), lib));
+      rmSync(dir, { recursive: true, force: true });
+      results.fullSync[lib] = r;
+      log(`  ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms to a durable copy on B; ${JSON.stringify(r.counts)}`);
+    }
+
+    log(`==> WebRTC connect and throughput (${TRIALS} connections each; ${RTC_BYTES >> 20} MiB each way)`);
+    {
+      const dir = join(work, 'rtc-chromium');
+      const r = await inNs(dir, (page) => page.evaluate(([t, b]) => bench.transport.chromium(t, b), [TRIALS, RTC_BYTES]));
+      results.transport.chromium = r;
+      log(`  Chromium↔Chromium in one page: channel open median ${median(r.connectMs).toFixed(1)} ms; ${(r.throughput.forward / 1e6).toFixed(1)} / ${(r.throughput.back / 1e6).toFixed(1)} MB/s`);
+      const k = await inNs(join(work, 'rtc-kathon'), (page) => page.evaluate((t) => bench.transport.kathon(t), TRIALS));
+      results.transport.kathonInPage = k;
+      log(`  two Kathon stores in one page: connect to authenticated session median ${median(k.sessionMs).toFixed(1)} ms`);
+    }
+    {
+      const native = join(root, 'target/release/examples/dc_throughput');
+      const connectMs = [];
+      let throughput = null;
+      await inNs(join(work, 'rtc-native'), async (page) => {
+        for (let trial = 0; trial < TRIALS; trial += 1) {
+          const child = spawn('ip', ['netns', 'exec', lan.ns(1), native, '--answer', '--bind', lan.addr(1)], { stdio: ['pipe', 'pipe', 'ignore'] });
+          lan.children.push(child);
+          const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+          const offer = await page.evaluate(() => bench.transport.nativeOffer());
+          child.stdin.write(`${JSON.stringify({ sdp: offer })}\n`);
+          const answer = JSON.parse((await lines.next()).value).sdp;
+          connectMs.push(await page.evaluate((sdp) => bench.transport.nativeAnswer(sdp), answer));
+          if (trial === TRIALS - 1) throughput = await page.evaluate((b) => bench.transport.nativeThroughput(b), RTC_BYTES);
+          else await page.evaluate(() => window.__native.pc.close());
+          child.kill('SIGKILL');
+        }
+      });
+      results.transport.nativeChromium = { connectMs, throughput };
+      log(`  native↔Chromium: channel open median ${median(connectMs).toFixed(1)} ms; page→native ${(throughput.toNative / 1e6).toFixed(1)} MB/s, native→page ${(throughput.fromNative / 1e6).toFixed(1)} MB/s`);
+      const out = execFileSync('ip', ['netns', 'exec', lan.ns(1), native, String(RTC_BYTES >> 20), '--bind', lan.addr(1)]).toString();
+      const summaryLine = JSON.parse(out.trim().split('\n').pop());
+      results.transport.nativeNative = summaryLine;
+      log(`  native↔native: channel open median ${summaryLine.channelOpenMedianMs} ms, authenticated session ${summaryLine.authenticatedSessionMedianMs} ms; ${summaryLine.throughputMBps} MB/s`);
+    }
+  } finally {
+    lan.down();
+  }
+}
+
+async function inBrowserWith(executable, profileDir, url, body) {
+  const context = await browser(profileDir, ARGS, executable);
+  try {
+    const page = await context.newPage();
+    page.on('pageerror', (e) => log(`  page error: ${e.message}`));
+    await page.goto(url);
+    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+    return await body(page);
+  } finally {
+    await context.close();
+  }
 }
 
 // ---- Summary ----
@@ -131,6 +225,41 @@ summary.ratios = {
   memoryPerRecordAfterLoadVsYjs: ratio(summary.memoryBytesPerRecordAfterLoad.kathon, summary.memoryBytesPerRecordAfterLoad.yjs),
   memoryPerRecordAfterColdOpenVsYjs: ratio(summary.memoryBytesPerRecordAfterColdOpen.kathon, summary.memoryBytesPerRecordAfterColdOpen.yjs),
 };
+const sig = (key) => median(results.signatures.map((r) => (typeof key === 'function' ? key(r) : r[key])));
+summary.signatures = {
+  wasmSignMicros: sig('signUs'),
+  wasmVerifyStrictMicros: sig('strictUs'),
+  wasmVerifyBatch256Micros: sig((r) => r.batchUs[256]),
+  webCryptoVerifyMicrosSerial: sig('webSerialUs'),
+  webCryptoVerifyMicrosInFlight: sig('webParallelUs'),
+  wasmIngestRecordsPerSecond: sig((r) => (r.ingest.records * 1000) / r.ingest.ms),
+};
+summary.ratios.wasmBatchVerifyVsWebCrypto = ratio(summary.signatures.webCryptoVerifyMicrosInFlight, summary.signatures.wasmVerifyBatch256Micros);
+summary.ratios.wasmBatchVerifyVsWebCryptoSerial = ratio(summary.signatures.webCryptoVerifyMicrosSerial, summary.signatures.wasmVerifyBatch256Micros);
+summary.ratios.wasmIngestVsBatchFloor = ratio(summary.signatures.wasmIngestRecordsPerSecond, 1e6 / summary.signatures.wasmVerifyBatch256Micros);
+if (RTC) {
+  const t = results.transport;
+  summary.fullSyncMs = Object.fromEntries(LIBS.map((l) => [l, Math.round(results.fullSync[l].ms)]));
+  summary.transport = {
+    chromiumConnectMs: median(t.chromium.connectMs),
+    kathonInPageSessionMs: median(t.kathonInPage.sessionMs),
+    nativeChromiumConnectMs: median(t.nativeChromium.connectMs),
+    nativeNativeConnectMs: t.nativeNative.channelOpenMedianMs,
+    nativeNativeSessionMs: t.nativeNative.authenticatedSessionMedianMs,
+    chromiumMBps: Math.min(t.chromium.throughput.forward, t.chromium.throughput.back) / 1e6,
+    nativeToChromiumMBps: t.nativeChromium.throughput.fromNative / 1e6,
+    chromiumToNativeMBps: t.nativeChromium.throughput.toNative / 1e6,
+    nativeNativeMBps: t.nativeNative.throughputMBps,
+  };
+  summary.ratios.fullSyncVsYjs = ratio(summary.fullSyncMs.kathon, summary.fullSyncMs.yjs);
+  summary.ratios.fullSyncVsAutomerge = ratio(summary.fullSyncMs.kathon, summary.fullSyncMs.automerge);
+  summary.ratios.nativeSessionVsChromiumConnect = ratio(summary.transport.nativeNativeSessionMs, summary.transport.chromiumConnectMs);
+  summary.ratios.nativeSessionVsKathonInPageSession = ratio(summary.transport.nativeNativeSessionMs, summary.transport.kathonInPageSessionMs);
+  summary.ratios.browserNativeThroughputVsChromium = ratio(
+    Math.min(summary.transport.nativeToChromiumMBps, summary.transport.chromiumToNativeMBps),
+    summary.transport.chromiumMBps,
+  );
+}
 results.summary = summary;
 log('\n==> medians');
 log(JSON.stringify(summary, null, 2));

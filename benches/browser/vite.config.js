@@ -2,6 +2,12 @@ import { fileURLToPath } from 'node:url';
 
 export default {
   logLevel: 'warn',
-  resolve: { alias: { 'kathon-sync': fileURLToPath(new URL('../../pkg/kathon_wasm.js', import.meta.url)) } },
+  resolve: {
+    alias: {
+      'kathon-sync': fileURLToPath(new URL('../../pkg/kathon_wasm.js', import.meta.url)),
+      // Built by run.mjs: the Ed25519 floor and verified ingest, compiled like the package.
+      'kathon-bench-wasm': fileURLToPath(new URL('../../target/bench-wasm-pkg/kathon_bench_wasm.js', import.meta.url)),
+    },
+  },
   build: { outDir: '../../target/bench-browser', emptyOutDir: true, target: 'esnext', chunkSizeWarningLimit: 4096 },
 };

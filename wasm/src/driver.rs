@@ -578,12 +578,20 @@ fn watch_connect(shared: &Shared, key: PeerKey, endpoint: &str) {
 
 async fn wait_for_candidates(pc: &RtcPeerConnection) {
     // Non-trickle: wait until gathering completes (or 10 s), so the description carries them.
-    for _ in 0..200 {
-        if pc.ice_gathering_state() == web_sys::RtcIceGatheringState::Complete {
-            return;
+    // Woken by the state change itself: polling added up to a poll interval on each side.
+    let deadline = now_ms().saturating_add(10_000);
+    while pc.ice_gathering_state() != web_sys::RtcIceGatheringState::Complete {
+        let left = deadline.saturating_sub(now_ms());
+        if left == 0 {
+            break;
         }
-        crate::util::sleep(50).await;
+        let wake = js_sys::Promise::new(&mut |resolve, _| {
+            pc.set_onicegatheringstatechange(Some(&resolve));
+            crate::util::call_later(&resolve, i32::try_from(left).unwrap_or(10_000));
+        });
+        let _ = JsFuture::from(wake).await;
     }
+    pc.set_onicegatheringstatechange(None);
 }
 
 fn local_sdp(pc: &RtcPeerConnection) -> String {

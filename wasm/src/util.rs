@@ -74,6 +74,16 @@ pub(crate) async fn sleep(ms: i32) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
+/// Calls `f` once after `ms` milliseconds (the global `setTimeout`, in a window or a worker).
+pub(crate) fn call_later(f: &js_sys::Function, ms: i32) {
+    let global = js_sys::global();
+    if let Ok(set_timeout) =
+        js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout")).and_then(|f| f.dyn_into::<js_sys::Function>())
+    {
+        let _ = set_timeout.call2(&global, f, &JsValue::from(ms));
+    }
+}
+
 /// Logs a warning to the console.
 pub(crate) fn warn(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(message));
