@@ -8,7 +8,7 @@
 // script makes (Chromium's mDNS host candidates and every packet stay in it), with the native
 // side from `cargo run --release -p kathon-bridge --example dc_throughput`.
 //
-// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--no-rtc]
+// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--no-rtc] [--only SECTIONS]
 // (`cargo xtask bench` builds pkg/ and runs it; needs root for the namespace.)
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +29,10 @@ const flag = (name, fallback) => {
 const small = args.includes('--small');
 const ROUNDS = flag('--rounds', 3);
 const WRITES = flag('--writes', 2000);
-const RTC = !args.includes('--no-rtc');
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null;
+/** Sections: write, profile, signatures, rtc (`--only write,rtc`; `--no-rtc` drops rtc). */
+const want = (section) => (!ONLY || ONLY.includes(section)) && !(section === 'rtc' && args.includes('--no-rtc'));
+const RTC = want('rtc');
 const RTC_BYTES = (small ? 8 : 64) << 20;
 const TRIALS = small ? 3 : 10;
 const LIBS = ['kathon', 'yjs', 'automerge'];
@@ -76,8 +79,8 @@ try {
   results.browser = chromium;
   log(`==> ${chromium}; ${ROUNDS} rounds; libraries rotate order each round`);
 
-  log(`==> local write throughput: ${WRITES} bookmark adds, one per task, until durable in IndexedDB`);
-  for (let round = 0; round < ROUNDS; round += 1) {
+  if (want('write')) log(`==> local write throughput: ${WRITES} bookmark adds, one per task, until durable in IndexedDB`);
+  for (let round = 0; want('write') && round < ROUNDS; round += 1) {
     for (let k = 0; k < LIBS.length; k += 1) {
       const lib = LIBS[(k + round) % LIBS.length];
       const dir = join(work, `write-${lib}-${round}`);
@@ -89,8 +92,8 @@ try {
     }
   }
 
-  log('==> the stored profile: load it, then open it cold (a fresh browser on the same profile directory)');
-  for (const lib of LIBS) {
+  if (want('profile')) log('==> the stored profile: load it, then open it cold (a fresh browser on the same profile directory)');
+  for (const lib of want('profile') ? LIBS : []) {
     const dir = join(work, `profile-${lib}`);
     const r = await inBrowser(dir, server.url, (page) =>
       page.evaluate(async (lib) => bench.load[lib]('p', await (await fetch('profile.json')).json()), lib),
@@ -98,7 +101,7 @@ try {
     results.load[lib] = r;
     log(`  ${lib.padEnd(9)} loaded in ${r.ms.toFixed(0)} ms; stored ${r.stored.bytes} bytes in ${r.stored.records} records; memory ${JSON.stringify(r.memory)}`);
   }
-  for (let round = 0; round < ROUNDS; round += 1) {
+  for (let round = 0; want('profile') && round < ROUNDS; round += 1) {
     for (let k = 0; k < LIBS.length; k += 1) {
       const lib = LIBS[(k + round) % LIBS.length];
       const r = await inBrowser(join(work, `profile-${lib}`), server.url, (page) => page.evaluate((lib) => bench.open[lib]('p'), lib));
@@ -106,8 +109,8 @@ try {
       log(`  round ${round + 1} ${lib.padEnd(9)} cold open to first query ${r.ms.toFixed(0).padStart(6)} ms (+ ${r.initMs.toFixed(0)} ms wasm init); ${JSON.stringify(r.counts)}; memory ${JSON.stringify(r.memory ?? {})}`);
     }
   }
-  log('==> signatures in the page: wasm (ed25519-dalek as the package builds it) and WebCrypto Ed25519; verified ingest in wasm');
-  for (let round = 0; round < ROUNDS; round += 1) {
+  if (want('signatures')) log('==> signatures in the page: wasm (ed25519-dalek as the package builds it) and WebCrypto Ed25519; verified ingest in wasm');
+  for (let round = 0; want('signatures') && round < ROUNDS; round += 1) {
     const dir = join(work, `signatures-${round}`);
     const r = await inBrowser(dir, server.url, (page) => page.evaluate(([n, small]) => bench.signatures.run(n, small), [small ? 256 : 2048, small]));
     rmSync(dir, { recursive: true, force: true });
@@ -193,6 +196,9 @@ async function inBrowserWith(executable, profileDir, url, body) {
 }
 
 // ---- Summary ----
+let summary = { ratios: {} };
+const ratio = (a, b) => (a / b).toFixed(2);
+if (want('write') && want('profile')) {
 const writeRate = (lib) => (WRITES * 1000) / median(results.write[lib].map((r) => r.ms));
 const cpu = (lib) => (median(results.write[lib].map((r) => r.cpuMs)) * 1000) / WRITES;
 const openMs = (lib) => median(results.open[lib].map((r) => r.ms));
@@ -203,7 +209,7 @@ const records = (() => {
 })();
 const kathonLoadMem = results.load.kathon.memory.jsHeap + results.load.kathon.memory.wasm;
 const openMem = (lib) => median(results.open[lib].map((r) => r.memory.jsHeap + (r.memory.wasm ?? 0)));
-const summary = {
+summary = {
   writesPerSecond: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l))])),
   cpuMicrosPerEdit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l))])),
   coldOpenMs: Object.fromEntries(LIBS.map((l) => [l, Math.round(openMs(l))])),
@@ -213,7 +219,6 @@ const summary = {
   memoryBytesPerRecordAfterColdOpen: { kathon: Math.round(openMem('kathon') / records), yjs: Math.round(openMem('yjs') / records) },
   records,
 };
-const ratio = (a, b) => (a / b).toFixed(2);
 summary.ratios = {
   writeThroughputVsYjs: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.yjs),
   writeThroughputVsAutomerge: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.automerge),
@@ -225,6 +230,8 @@ summary.ratios = {
   memoryPerRecordAfterLoadVsYjs: ratio(summary.memoryBytesPerRecordAfterLoad.kathon, summary.memoryBytesPerRecordAfterLoad.yjs),
   memoryPerRecordAfterColdOpenVsYjs: ratio(summary.memoryBytesPerRecordAfterColdOpen.kathon, summary.memoryBytesPerRecordAfterColdOpen.yjs),
 };
+}
+if (want('signatures')) {
 const sig = (key) => median(results.signatures.map((r) => (typeof key === 'function' ? key(r) : r[key])));
 summary.signatures = {
   wasmSignMicros: sig('signUs'),
@@ -237,6 +244,7 @@ summary.signatures = {
 summary.ratios.wasmBatchVerifyVsWebCrypto = ratio(summary.signatures.webCryptoVerifyMicrosInFlight, summary.signatures.wasmVerifyBatch256Micros);
 summary.ratios.wasmBatchVerifyVsWebCryptoSerial = ratio(summary.signatures.webCryptoVerifyMicrosSerial, summary.signatures.wasmVerifyBatch256Micros);
 summary.ratios.wasmIngestVsBatchFloor = ratio(summary.signatures.wasmIngestRecordsPerSecond, 1e6 / summary.signatures.wasmVerifyBatch256Micros);
+}
 if (RTC) {
   const t = results.transport;
   summary.fullSyncMs = Object.fromEntries(LIBS.map((l) => [l, Math.round(results.fullSync[l].ms)]));
