@@ -79,6 +79,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Like [`Reader::format`], for a type with several supported versions (oldest first); returns
+    /// the format byte found.
+    pub(crate) fn format_of(&mut self, what: &'static str, supported: &[u8]) -> Result<u8, DecodeError> {
+        let found = self.u8(what)?;
+        match supported {
+            _ if supported.contains(&found) => Ok(found),
+            [.., newest] if found >> 4 == newest >> 4 => {
+                Err(DecodeError::UnsupportedVersion { what, found: found & 0x0f, supported: newest & 0x0f })
+            }
+            _ => Err(DecodeError::UnknownTag { what, tag: found }),
+        }
+    }
+
     /// Checks a declared length against its cap and against what is left, so that no
     /// allocation is ever sized by an attacker beyond the input actually received.
     pub(crate) fn check_len(&self, len: u64, max: u64, what: &'static str) -> Result<usize, DecodeError> {

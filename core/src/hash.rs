@@ -56,6 +56,7 @@ pub(crate) mod context {
     pub(crate) const REVOCATION_ID: &str = "kathon-sync 2026-11 revocation id v1";
     pub(crate) const ATTACHMENT: &str = "kathon-sync 2026-11 envelope attachment v1";
     pub(crate) const REGISTER_VALUE_ID: &str = "kathon-sync 2026-11 register value id v1";
+    pub(crate) const REGISTER_VALUE_ID_V2: &str = "kathon-sync 2026-12 register value id v2";
     pub(crate) const SESSION: &str = "kathon-sync 2026-11 session transcript v1";
     pub(crate) const PAIRING: &str = "kathon-sync 2026-11 pairing v1";
     pub(crate) const YRS_CLIENT: &str = "kathon-sync 2026-11 yrs session client id v1";

@@ -184,6 +184,7 @@ macro_rules! public_key_type {
             }
 
             /// Checks `signature` over `message` with `verify_strict`.
+            #[allow(dead_code)] // device keys verify through their certificates
             pub(crate) fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
                 verify_strict(&self.verifying_key(), message, signature)
             }

@@ -1,8 +1,17 @@
 //! The signed last-writer-wins register (DESIGN §4).
 //!
-//! Each write is a [`RegisterValue`]: `(path, value, HLC, author, supersedes, signature)`, where
-//! `supersedes` names the values the writer had seen for this register. A value is checkable on
-//! its own ([`RegisterValue::verify`]), so an app can show who wrote it and when, years later.
+//! Each write is a [`RegisterValue`]: `(path, value, HLC, author, supersedes)`, where
+//! `supersedes` names the values the writer had seen for this register. A value is signed by
+//! the **envelope that carries it**: the author signs the envelope, the envelope's payload holds
+//! the value's bytes, and a receiver refuses a value whose author is not the envelope's (see
+//! `docs/protocol.md`, "Register value"). One signature per transaction instead of one per
+//! field: a bookmark add used to cost four Ed25519 signatures, now it costs one, or a share of
+//! one when local edits are committed in groups. The author and the time stay part of every
+//! value, and the envelope that signed it stays in the log, so who wrote a password and when is
+//! still provable years later ([`crate::model::BrowserState::envelope_of_value`]).
+//!
+//! Values of format version 1, each with its own signature, are still read (stores and peers of
+//! earlier builds) and verified on their own; nothing writes them any more.
 //!
 //! A [`Register`] keeps **one slot per author** (an author's newer write replaces its older one,
 //! ordered by the author's own HLC) and resolves on read:
@@ -26,8 +35,10 @@ use crate::hash::{Hash, context};
 use crate::hlc::Timestamp;
 use crate::identity::{DeviceId, DeviceSecretKey, IdentityId, domain, signing_message};
 
-/// Format byte of a register value: type 4, version 1.
-const REGISTER_FORMAT: u8 = 0x41;
+/// Format byte of a self-signed register value: type 4, version 1 (read, no longer written).
+const FORMAT_SIGNED: u8 = 0x41;
+/// Format byte of a register value signed by its envelope: type 4, version 2.
+const FORMAT_ENVELOPE_SIGNED: u8 = 0x42;
 /// Longest register path, in bytes.
 pub const MAX_PATH_LEN: u16 = 512;
 /// Largest value, in bytes (64 KiB).
@@ -35,7 +46,7 @@ pub const MAX_VALUE_LEN: u32 = 64 * 1024;
 /// Most values one write may supersede (one per author slot).
 pub const MAX_SUPERSEDES: u8 = 64;
 
-/// The name of a register value: the hash of its signed body.
+/// The name of a register value: the hash of its author and its body.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ValueId(pub Hash);
 
@@ -54,7 +65,9 @@ pub enum RegisterWriteError {
     TooManyWriters(usize),
 }
 
-/// One signed write of a register. Decoded but **not verified**: call [`RegisterValue::verify`].
+/// One write of a register. Decoded but **not authenticated**: a receiver
+/// takes it only from a verified envelope of its author, and checks a self-signed (version 1)
+/// value with [`RegisterValue::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisterValue {
     path: String,
@@ -62,13 +75,54 @@ pub struct RegisterValue {
     hlc: Timestamp,
     supersedes: Vec<ValueId>,
     value: Vec<u8>,
-    signature: [u8; 64],
+    /// Version 1 values carry their own signature; version 2 values are signed by their envelope.
+    signature: Option<[u8; 64]>,
     id: ValueId,
 }
 
+fn check_write(path: &str, value: &[u8], supersedes: &mut Vec<ValueId>) -> Result<(), RegisterWriteError> {
+    if path.len() > usize::from(MAX_PATH_LEN) {
+        return Err(RegisterWriteError::PathTooLong(path.len()));
+    }
+    if value.len() > MAX_VALUE_LEN as usize {
+        return Err(RegisterWriteError::ValueTooLarge(value.len()));
+    }
+    supersedes.sort_unstable();
+    supersedes.dedup();
+    if supersedes.len() > usize::from(MAX_SUPERSEDES) {
+        return Err(RegisterWriteError::TooManyWriters(supersedes.len()));
+    }
+    Ok(())
+}
+
 impl RegisterValue {
-    /// Signs a write. Prefer [`Register::write`], which fills in `supersedes`.
-    pub fn sign(
+    /// A new write by `author`, to be signed by the envelope that carries it. Prefer
+    /// [`Register::write`], which fills in `supersedes`.
+    pub fn write(
+        author: DeviceId,
+        path: &str,
+        value: Vec<u8>,
+        hlc: Timestamp,
+        mut supersedes: Vec<ValueId>,
+    ) -> Result<VerifiedRegisterValue, RegisterWriteError> {
+        check_write(path, &value, &mut supersedes)?;
+        let mut v = RegisterValue {
+            path: path.to_owned(),
+            author,
+            hlc,
+            supersedes,
+            value,
+            signature: None,
+            id: ValueId(Hash::ZERO),
+        };
+        v.id = v.compute_id(v.encode_body().as_bytes());
+        // Ours: it will be signed with the envelope this device makes.
+        Ok(VerifiedRegisterValue(v))
+    }
+
+    /// A self-signed write in the version 1 format, as builds before 2026-12 made them (kept so
+    /// that their stores and their peers keep being read, and for the tests of that path).
+    pub fn sign_v1(
         author: &DeviceSecretKey,
         identity: &IdentityId,
         path: &str,
@@ -76,49 +130,50 @@ impl RegisterValue {
         hlc: Timestamp,
         mut supersedes: Vec<ValueId>,
     ) -> Result<VerifiedRegisterValue, RegisterWriteError> {
-        if path.len() > usize::from(MAX_PATH_LEN) {
-            return Err(RegisterWriteError::PathTooLong(path.len()));
-        }
-        if value.len() > MAX_VALUE_LEN as usize {
-            return Err(RegisterWriteError::ValueTooLarge(value.len()));
-        }
-        supersedes.sort_unstable();
-        supersedes.dedup();
-        if supersedes.len() > usize::from(MAX_SUPERSEDES) {
-            return Err(RegisterWriteError::TooManyWriters(supersedes.len()));
-        }
+        check_write(path, &value, &mut supersedes)?;
         let mut v = RegisterValue {
             path: path.to_owned(),
             author: author.public(),
             hlc,
             supersedes,
             value,
-            signature: [0; 64],
+            signature: Some([0; 64]),
             id: ValueId(Hash::ZERO),
         };
-        let body = v.encode_body();
-        v.id = ValueId(Hash::digest(context::REGISTER_VALUE_ID, &[body.as_bytes()]));
-        v.signature = author.sign(&signing_message(domain::REGISTER_VALUE, identity, &v.id.0));
+        v.id = v.compute_id(v.encode_body().as_bytes());
+        v.signature = Some(author.sign(&signing_message(domain::REGISTER_VALUE, identity, &v.id.0)));
         Ok(VerifiedRegisterValue(v))
+    }
+
+    fn compute_id(&self, body: &[u8]) -> ValueId {
+        match self.signature {
+            Some(_) => ValueId(Hash::digest(context::REGISTER_VALUE_ID, &[body])),
+            // The author is implicit in the encoding (it is the envelope's), so the name binds it.
+            None => ValueId(Hash::digest(context::REGISTER_VALUE_ID_V2, &[self.author.as_bytes(), body])),
+        }
     }
 
     fn encode_body(&self) -> Writer {
         let mut w = Writer::with_capacity(self.encoded_len());
         let supersedes: Vec<[u8; 32]> = self.supersedes.iter().map(|s| *s.0.as_bytes()).collect();
-        w.u8(REGISTER_FORMAT)
-            .bytes_u16(self.path.as_bytes())
-            .raw(self.author.as_bytes())
-            .u64(self.hlc.wall_ms)
-            .u32(self.hlc.counter)
-            .hashes(&supersedes)
-            .bytes_u32(&self.value);
+        match self.signature {
+            Some(_) => {
+                w.u8(FORMAT_SIGNED).bytes_u16(self.path.as_bytes()).raw(self.author.as_bytes());
+            }
+            None => {
+                w.u8(FORMAT_ENVELOPE_SIGNED).bytes_u16(self.path.as_bytes());
+            }
+        }
+        w.u64(self.hlc.wall_ms).u32(self.hlc.counter).hashes(&supersedes).bytes_u32(&self.value);
         w
     }
 
     /// Size of the encoding.
     pub fn encoded_len(&self) -> usize {
-        const FIXED: usize = 1 + 2 + 32 + Timestamp::ENCODED_LEN + 1 + 4 + 64;
+        const FIXED: usize = 1 + 2 + Timestamp::ENCODED_LEN + 1 + 4;
+        let own = if self.signature.is_some() { 32 + 64 } else { 0 };
         FIXED
+            .saturating_add(own)
             .saturating_add(self.path.len())
             .saturating_add(32usize.saturating_mul(self.supersedes.len()))
             .saturating_add(self.value.len())
@@ -127,18 +182,22 @@ impl RegisterValue {
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = self.encode_body();
-        w.raw(&self.signature);
+        if let Some(signature) = &self.signature {
+            w.raw(signature);
+        }
         w.into_bytes()
     }
 
-    /// Decodes untrusted bytes (the whole input must be one value).
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes untrusted bytes (the whole input must be one value) found in an envelope of
+    /// `carrier`: a version 2 value is `carrier`'s; a version 1 value names its own author, which
+    /// is only a claim until checked against the carrier and verified.
+    pub fn decode(bytes: &[u8], carrier: &DeviceId) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let start = r.position();
-        r.format("register value", REGISTER_FORMAT)?;
+        let format = r.format_of("register value", &[FORMAT_SIGNED, FORMAT_ENVELOPE_SIGNED])?;
         let path = r.str_u16(MAX_PATH_LEN, "register path")?.to_owned();
-        // Only a claim until `verify` finds it among the registry's validated devices.
-        let author = DeviceId::from_claimed_bytes(r.array("register author")?);
+        let author =
+            if format == FORMAT_SIGNED { DeviceId::from_claimed_bytes(r.array("register author")?) } else { *carrier };
         let hlc = Timestamp { wall_ms: r.u64("register hlc")?, counter: r.u32("register hlc")? };
         let supersedes = r
             .sorted_hashes(MAX_SUPERSEDES, "register supersedes")?
@@ -147,28 +206,30 @@ impl RegisterValue {
             .collect();
         let value = r.bytes_u32(MAX_VALUE_LEN, "register value")?.to_vec();
         let body = r.consumed().get(start..).unwrap_or_default();
-        let id = ValueId(Hash::digest(context::REGISTER_VALUE_ID, &[body]));
-        let signature = r.array("register signature")?;
+        let signature = if format == FORMAT_SIGNED { Some(r.array("register signature")?) } else { None };
+        let mut v = Self { path, author, hlc, supersedes, value, signature, id: ValueId(Hash::ZERO) };
+        v.id = v.compute_id(body);
         r.finish("register value")?;
-        Ok(Self { path, author, hlc, supersedes, value, signature, id })
+        Ok(v)
     }
 
-    /// Checks that the author is (or was) a device of the registry's identity and that the
-    /// signature verifies. Revocation is enforced where writes are ingested (it depends on the
-    /// envelope's sequence number), so a revoked device's earlier values still verify here.
+    /// Whether this value carries its own signature (format version 1).
+    pub fn is_self_signed(&self) -> bool {
+        self.signature.is_some()
+    }
+
+    /// Checks a self-signed (version 1) value: its author is (or was) a device of the registry's
+    /// identity and its signature verifies. Revocation is enforced where writes are ingested (it
+    /// depends on the envelope's sequence number), so a revoked device's earlier values still
+    /// verify here. A version 2 value has no signature of its own and never verifies here: it is
+    /// authenticated by its envelope.
     pub fn verify(self, registry: &DeviceRegistry) -> Result<VerifiedRegisterValue, VerifyError> {
         let cert = registry.certificate(&self.author).ok_or(VerifyError::UnknownDevice { device: self.author })?;
+        let Some(signature) = self.signature else {
+            return Err(VerifyError::BadSignature { what: "register value (signed by its envelope)" });
+        };
         let message = signing_message(domain::REGISTER_VALUE, registry.identity(), &self.id.0);
-        if !cert.verify_device_signature(&message, &self.signature) {
-            return Err(VerifyError::BadSignature { what: "register value" });
-        }
-        Ok(VerifiedRegisterValue(self))
-    }
-
-    /// Checks only the signature, for `identity`.
-    pub fn verify_signature(self, identity: &IdentityId) -> Result<VerifiedRegisterValue, VerifyError> {
-        let message = signing_message(domain::REGISTER_VALUE, identity, &self.id.0);
-        if !self.author.verify(&message, &self.signature) {
+        if !cert.verify_device_signature(&message, &signature) {
             return Err(VerifyError::BadSignature { what: "register value" });
         }
         Ok(VerifiedRegisterValue(self))
@@ -178,7 +239,7 @@ impl RegisterValue {
     pub fn id(&self) -> ValueId {
         self.id
     }
-    /// The claimed author.
+    /// The author (for version 1 values, the claimed one).
     pub fn author(&self) -> &DeviceId {
         &self.author
     }
@@ -188,7 +249,8 @@ impl RegisterValue {
     }
 }
 
-/// A register value whose signature has been checked.
+/// An authenticated register value: one this device wrote, or one carried by a verified
+/// envelope of its author (and, for a version 1 value, whose own signature verified).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedRegisterValue(RegisterValue);
 
@@ -225,7 +287,8 @@ impl VerifiedRegisterValue {
     pub fn as_value(&self) -> &RegisterValue {
         &self.0
     }
-    /// Trusts a value without checking it: only for this device's own integrity-checked storage.
+    /// Trusts a value without checking it: only for this device's own integrity-checked storage
+    /// and for values of an envelope already authenticated.
     pub fn assume_verified(value: RegisterValue) -> Self {
         Self(value)
     }
@@ -283,17 +346,16 @@ impl Register {
             .max_by(|a, b| a.rank().cmp(&b.rank()))
     }
 
-    /// Signs a new value that supersedes every value held, and merges it in.
+    /// Writes a new value by `author` that supersedes every value held, and merges it in.
     pub fn write(
         &mut self,
-        author: &DeviceSecretKey,
-        identity: &IdentityId,
+        author: DeviceId,
         path: &str,
         value: Vec<u8>,
         hlc: Timestamp,
     ) -> Result<VerifiedRegisterValue, RegisterWriteError> {
         let supersedes: Vec<ValueId> = self.slots.values().map(VerifiedRegisterValue::id).collect();
-        let written = RegisterValue::sign(author, identity, path, value, hlc, supersedes)?;
+        let written = RegisterValue::write(author, path, value, hlc, supersedes)?;
         self.insert(written.clone());
         Ok(written)
     }

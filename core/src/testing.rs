@@ -480,7 +480,7 @@ pub fn decode_everything(data: &[u8]) {
     let _ = Envelope::decode(data);
     let _ = DeviceCertificate::decode(data);
     let _ = Revocation::decode(data);
-    let _ = RegisterValue::decode(data);
+    let _ = RegisterValue::decode(data, &device);
     let _ = crate::sync::Message::decode(data);
     let _ = crate::sync::wire::Reassembler::default().push(data, 0);
     let _ = crate::sync::IdentityBundle::decode(data);

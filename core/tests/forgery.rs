@@ -17,6 +17,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use common::{Fixture, T0, sync_into};
 use kathon_core::envelope::{Envelope, UnsignedEnvelope};
+use kathon_core::error::VerifyError;
 use kathon_core::hlc::Timestamp;
 use kathon_core::model::schema::{ItemId, NodeKind};
 use kathon_core::model::yupdate::UpdateRuleError;
@@ -47,8 +48,16 @@ fn doc(client: u64) -> Doc {
     Doc::with_options(Options { client_id: yrs::block::ClientID::new(client), ..Options::default() })
 }
 
+/// A value as this build writes it: signed by the envelope that will carry it.
 fn signed_value(fx: &Fixture, device: usize, path: &str) -> Vec<u8> {
-    RegisterValue::sign(
+    RegisterValue::write(fx.devices[device].public(), path, b"forged".to_vec(), Timestamp::from_wall_ms(T0), vec![])
+        .unwrap()
+        .encode()
+}
+
+/// A value as earlier builds wrote it (format version 1), with its own signature.
+fn self_signed_value(fx: &Fixture, device: usize, path: &str) -> Vec<u8> {
+    RegisterValue::sign_v1(
         &fx.devices[device],
         &fx.identity,
         path,
@@ -110,11 +119,53 @@ fn carrying_another_devices_signed_value_is_refused() {
     let update = {
         let map = d.get_or_insert_map(author_map(&attacker));
         let mut txn = d.transact_mut();
-        // A genuine value signed by device 1, replayed in device 0's map.
-        map.insert(&mut txn, "b/x/title", signed_value(&fx, 1, "b/x/title"));
+        // A genuine self-signed value of device 1, replayed in device 0's map.
+        map.insert(&mut txn, "b/x/title", self_signed_value(&fx, 1, "b/x/title"));
         txn.encode_update_v1()
     };
     assert_eq!(refused(&mut victim.state, forged(&fx, 0, update)), IngestError::ForeignValue);
+}
+
+#[test]
+fn a_self_signed_value_with_a_bad_signature_is_refused_inside_a_good_envelope() {
+    let fx = Fixture::new(206, 2);
+    let mut victim = fx.replica(1, 1);
+    let author = fx.devices[0].public();
+    let mut value = self_signed_value(&fx, 0, "b/x/title");
+    let last = value.len() - 1;
+    value[last] ^= 1;
+    let d = doc(session_client(&author, &NONCE));
+    let update = {
+        let map = d.get_or_insert_map(author_map(&author));
+        let mut txn = d.transact_mut();
+        map.insert(&mut txn, "b/x/title", value);
+        txn.encode_update_v1()
+    };
+    let err = refused(&mut victim.state, forged(&fx, 0, update));
+    assert!(matches!(err, IngestError::Verify(VerifyError::BadSignature { .. })), "{err:?}");
+}
+
+#[test]
+fn values_of_both_formats_are_read_and_traced_to_their_envelope() {
+    let fx = Fixture::new(207, 2);
+    let mut victim = fx.replica(1, 1);
+    let author = fx.devices[0].public();
+    let (old, new) = (self_signed_value(&fx, 0, "k/old/name"), signed_value(&fx, 0, "k/new/name"));
+    let d = doc(session_client(&author, &NONCE));
+    let update = {
+        let map = d.get_or_insert_map(author_map(&author));
+        let mut txn = d.transact_mut();
+        map.insert(&mut txn, "k/old/name", old.clone());
+        map.insert(&mut txn, "k/new/name", new.clone());
+        txn.encode_update_v1()
+    };
+    let envelope = forged(&fx, 0, update);
+    let id = envelope.id();
+    assert!(matches!(victim.state.receive(envelope, T0 + 1).unwrap(), Received::Applied(_)));
+    for bytes in [old, new] {
+        let value = RegisterValue::decode(&bytes, &author).unwrap();
+        assert_eq!(victim.state.envelope_of_value(&value.id()), Some(id), "who signed it is provable");
+    }
 }
 
 #[test]

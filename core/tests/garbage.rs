@@ -85,12 +85,20 @@ fn decode_bounded(name: &str, input: &[u8], decode: &dyn Fn(&[u8])) {
 
 type Decoder = (&'static str, Box<dyn Fn(&[u8])>);
 
+/// The device whose envelope carries a decoded register value (any valid key).
+fn carrier() -> DeviceId {
+    Fixture::new(10, 1).devices[0].public()
+}
+
 fn decoders() -> Vec<Decoder> {
     vec![
         ("envelope", Box::new(|b| drop(Envelope::decode(b)))),
         ("certificate", Box::new(|b| drop(DeviceCertificate::decode(b)))),
         ("revocation", Box::new(|b| drop(Revocation::decode(b)))),
-        ("register value", Box::new(|b| drop(RegisterValue::decode(b)))),
+        ("register value", {
+            let carrier = carrier();
+            Box::new(move |b| drop(RegisterValue::decode(b, &carrier)))
+        }),
         ("identity text", Box::new(|b| drop(std::str::from_utf8(b).map(str::parse::<IdentityId>)))),
         ("device text", Box::new(|b| drop(std::str::from_utf8(b).map(str::parse::<DeviceId>)))),
         (
@@ -109,8 +117,17 @@ fn valid_encodings() -> Vec<Vec<u8>> {
     let chain = fx.chain(0, 2);
     let mut register = Register::new();
     let value = register
-        .write(&fx.devices[1], &fx.identity, "passwords/p/username", b"ada".to_vec(), Timestamp::from_wall_ms(3))
+        .write(fx.devices[1].public(), "passwords/p/username", b"ada".to_vec(), Timestamp::from_wall_ms(3))
         .unwrap();
+    let old = kathon_core::register::RegisterValue::sign_v1(
+        &fx.devices[0],
+        &fx.identity,
+        "passwords/p/username",
+        b"ada".to_vec(),
+        Timestamp::from_wall_ms(4),
+        vec![value.id()],
+    )
+    .unwrap();
     vec![
         chain[0].encode(),
         chain[1].encode(),
@@ -118,6 +135,7 @@ fn valid_encodings() -> Vec<Vec<u8>> {
         fx.certificates[0].encode(),
         Revocation::issue(&fx.root, fx.devices[1].public(), 0, 0).encode(),
         value.encode(),
+        old.encode(),
         fx.identity.to_text().into_bytes(),
     ]
 }
@@ -131,7 +149,7 @@ fn random_bytes_of_every_length_are_refused_without_panic() {
         rng.fill_bytes(&mut input);
         // Make the first byte a valid format byte most of the time, so decoding gets past it.
         if let Some(first) = input.first_mut() {
-            *first = [0x11, 0x21, 0x31, 0x41, *first][len % 5];
+            *first = [0x11, 0x21, 0x31, 0x41, 0x42, *first][len % 6];
         }
         for (name, decode) in &decoders {
             decode_bounded(name, &input, decode.as_ref());
@@ -151,7 +169,7 @@ fn every_truncation_of_valid_encodings_is_refused() {
             assert!(Envelope::decode(prefix).is_err());
             assert!(DeviceCertificate::decode(prefix).is_err());
             assert!(Revocation::decode(prefix).is_err());
-            assert!(RegisterValue::decode(prefix).is_err());
+            assert!(RegisterValue::decode(prefix, &carrier()).is_err());
         }
     }
 }
@@ -175,12 +193,12 @@ fn huge_declared_lengths_do_not_allocate() {
 
 #[test]
 fn trailing_bytes_are_refused() {
-    for mut bytes in valid_encodings().into_iter().take(6) {
+    for mut bytes in valid_encodings().into_iter().take(7) {
         bytes.push(0);
         assert!(Envelope::decode(&bytes).is_err());
         assert!(DeviceCertificate::decode(&bytes).is_err());
         assert!(Revocation::decode(&bytes).is_err());
-        assert!(RegisterValue::decode(&bytes).is_err());
+        assert!(RegisterValue::decode(&bytes, &carrier()).is_err());
     }
 }
 
@@ -194,7 +212,7 @@ fn every_decoder_in_the_crate_survives_arbitrary_bytes() {
         if let Some(first) = input.first_mut()
             && len % 3 == 0
         {
-            *first = [0x11, 0x21, 0x31, 0x41, 0x51, 0x61, 0x71, 0x91, 0xa1, 1, 2, 4, 5, 6, 7, 8, 9, 10][len % 18];
+            *first = [0x11, 0x21, 0x31, 0x41, 0x42, 0x51, 0x61, 0x71, 0x91, 0xa1, 1, 2, 4, 5, 6, 7, 8, 9, 10][len % 19];
         }
         #[cfg(not(target_arch = "wasm32"))]
         {

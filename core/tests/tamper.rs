@@ -154,17 +154,30 @@ fn revocation_tampering_is_refused() {
 }
 
 #[test]
-fn register_value_tampering_is_refused() {
+fn self_signed_register_value_tampering_is_refused() {
+    // Format version 1, as earlier builds wrote it: each value verifies on its own.
     let fx = Fixture::new(4, 2);
-    let mut register = Register::new();
-    register
-        .write(&fx.devices[1], &fx.identity, "bookmarks/x/title", b"old".to_vec(), Timestamp::from_wall_ms(5))
-        .unwrap();
-    let value = register
-        .write(&fx.devices[0], &fx.identity, "bookmarks/x/title", b"Kathon".to_vec(), Timestamp::from_wall_ms(9))
-        .unwrap();
+    let old = RegisterValue::sign_v1(
+        &fx.devices[1],
+        &fx.identity,
+        "bookmarks/x/title",
+        b"old".to_vec(),
+        Timestamp::from_wall_ms(5),
+        vec![],
+    )
+    .unwrap();
+    let value = RegisterValue::sign_v1(
+        &fx.devices[0],
+        &fx.identity,
+        "bookmarks/x/title",
+        b"Kathon".to_vec(),
+        Timestamp::from_wall_ms(9),
+        vec![old.id()],
+    )
+    .unwrap();
     let bytes = value.encode();
-    let accept = |b: &[u8]| RegisterValue::decode(b).is_ok_and(|v| v.verify(&fx.registry).is_ok());
+    let carrier = fx.devices[0].public();
+    let accept = |b: &[u8]| RegisterValue::decode(b, &carrier).is_ok_and(|v| v.verify(&fx.registry).is_ok());
     every_bit_flip(&bytes, accept);
     let path_len = "bookmarks/x/title".len();
     let author = 1 + 2 + path_len;
@@ -172,6 +185,42 @@ fn register_value_tampering_is_refused() {
     let sig = supersedes + 32 + 4 + 6;
     let fields = [(0, 1), (author, 32), (author + 32, 8), (supersedes, 32), (sig, 32), (sig + 32, 32)];
     every_field_swap(&bytes, &fields, accept);
+}
+
+#[test]
+fn register_value_tampering_is_refused() {
+    // Format version 2: signed by the envelope that carries it. Its name binds every bit and its
+    // author, so a changed value is another value; and inside a signed envelope, a flipped bit
+    // fails the envelope's signature.
+    let fx = Fixture::new(4, 2);
+    let mut register = Register::new();
+    register.write(fx.devices[1].public(), "bookmarks/x/title", b"old".to_vec(), Timestamp::from_wall_ms(5)).unwrap();
+    let value = register
+        .write(fx.devices[0].public(), "bookmarks/x/title", b"Kathon".to_vec(), Timestamp::from_wall_ms(9))
+        .unwrap();
+    let bytes = value.encode();
+    let carrier = fx.devices[0].public();
+    assert_eq!(RegisterValue::decode(&bytes, &carrier).unwrap().id(), value.id());
+    assert_ne!(RegisterValue::decode(&bytes, &fx.devices[1].public()).unwrap().id(), value.id(), "author bound");
+    for bit in 0..bytes.len() * 8 {
+        let mut tampered = bytes.clone();
+        tampered[bit / 8] ^= 1 << (bit % 8);
+        if let Ok(v) = RegisterValue::decode(&tampered, &carrier) {
+            assert_ne!(v.id(), value.id(), "flipping bit {bit} kept the value's name");
+            assert!(v.clone().verify(&fx.registry).is_err(), "a version 2 value never verifies on its own");
+        }
+    }
+    let envelope = fx.envelope(0, 1, None, vec![], &bytes);
+    let signed = envelope.encode();
+    let at = signed.windows(bytes.len()).position(|w| w == bytes.as_slice()).unwrap();
+    for bit in 0..bytes.len() * 8 {
+        let mut tampered = signed.clone();
+        tampered[at + bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            Envelope::decode(&tampered).map_or(true, |e| e.verify(&fx.registry).is_err()),
+            "flipping bit {bit} of the value inside its envelope was not detected"
+        );
+    }
 }
 
 #[test]

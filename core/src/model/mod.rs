@@ -593,14 +593,15 @@ impl BrowserState {
                 let checked = yupdate::check_update(update, &author_map(&author), client, &view)?;
                 let mut values = Vec::with_capacity(checked.values.len());
                 for bytes in &checked.values {
-                    let value = RegisterValue::decode(bytes)?;
+                    let value = RegisterValue::decode(bytes, &author)?;
                     if value.author() != &author {
                         return Err(IngestError::ForeignValue);
                     }
-                    values.push(if trusted {
-                        VerifiedRegisterValue::assume_verified(value)
-                    } else {
+                    // Signed by the envelope, which verified; a version 1 value by itself too.
+                    values.push(if value.is_self_signed() && !trusted {
                         value.verify(&self.registry)?
+                    } else {
+                        VerifiedRegisterValue::assume_verified(value)
                     });
                 }
                 // Only a batch with enough bookmark deletions to matter costs a tree build.
@@ -971,6 +972,20 @@ impl BrowserState {
         })
     }
 
+    /// The envelope that carried (and so signed) the register value `id`, for showing who wrote
+    /// a value and proving it: the envelope's signature covers the value's bytes. Walks the log,
+    /// decoding each document update (an audit's cost, not a lookup's).
+    pub fn envelope_of_value(&self, id: &crate::register::ValueId) -> Option<EnvelopeId> {
+        self.envelopes().filter(|e| e.kind() == KIND_DOC_UPDATE).find_map(|envelope| {
+            let (_, update) = split_doc_payload(envelope.payload()).ok()?;
+            let checked = yupdate::values_in(update)?;
+            checked
+                .iter()
+                .any(|bytes| RegisterValue::decode(bytes, envelope.author()).is_ok_and(|v| v.id() == *id))
+                .then(|| envelope.id())
+        })
+    }
+
     /// A hash of [`BrowserState::to_json`]: equal on replicas holding the same data, so two
     /// devices can tell whether they have converged without sending the data.
     pub fn digest(&self) -> String {
@@ -1090,7 +1105,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         let state = &mut *self.state;
         self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(&register_path).cloned());
         let register = state.registers.entry(register_path.clone()).or_default();
-        let written = register.write(&state.device, &state.identity, &register_path, value, hlc)?;
+        let written = register.write(state.device_id, &register_path, value, hlc)?;
         self.writes.push((register_path, written));
         Ok(())
     }
@@ -1122,7 +1137,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         supersedes.sort();
         supersedes.dedup();
         supersedes.truncate(usize::from(crate::register::MAX_SUPERSEDES));
-        let written = RegisterValue::sign(&state.device, &state.identity, &register_path, value, hlc, supersedes)?;
+        let written = RegisterValue::write(state.device_id, &register_path, value, hlc, supersedes)?;
         register.insert(written.clone());
         self.writes.push((register_path, written));
         Ok(())

@@ -167,6 +167,15 @@ pub(crate) fn check_update<'a>(
     declared: u64,
     doc: &dyn DocView,
 ) -> Result<CheckedUpdate<'a>, UpdateRuleError> {
+    check_update_in(update, Some(own_map), declared, doc)
+}
+
+fn check_update_in<'a>(
+    update: &'a [u8],
+    own_map: Option<&str>,
+    declared: u64,
+    doc: &dyn DocView,
+) -> Result<CheckedUpdate<'a>, UpdateRuleError> {
     let mut r = Lib0 { buf: update, pos: 0 };
     let mut out = CheckedUpdate::default();
     let clients = r.count("update clients")?;
@@ -217,7 +226,8 @@ pub(crate) fn check_update<'a>(
                     if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
                         match r.var("parent info")? {
                             1 => {
-                                if r.string("parent name")? != own_map {
+                                let name = r.string("parent name")?;
+                                if own_map.is_some_and(|own| own != name) {
                                     return Err(UpdateRuleError::OutsideOwnMap("parent map"));
                                 }
                             }
@@ -286,4 +296,33 @@ pub(crate) fn check_update<'a>(
         return Err(DecodeError::TrailingBytes { what: "yrs update", count: update.len().saturating_sub(r.pos) }.into());
     }
     Ok(out)
+}
+
+/// The binary values of an update this replica already accepted (for audits: which envelope
+/// carried a value). `None` if it does not parse as a document update.
+pub(crate) fn values_in(update: &[u8]) -> Option<Vec<&[u8]>> {
+    /// Answers as the document did when the update was accepted: the one client's clock started
+    /// where the update starts.
+    struct Accepted {
+        client: u64,
+        start: u32,
+    }
+    impl DocView for Accepted {
+        fn is_authors_client(&self, _client: u64) -> bool {
+            true
+        }
+        fn next_clock(&self, client: u64) -> u32 {
+            if client == self.client { self.start } else { u32::MAX }
+        }
+    }
+    let mut r = Lib0 { buf: update, pos: 0 };
+    let (client, start) = if r.count("update clients").ok()? == 0 {
+        (0, 0)
+    } else {
+        r.count("update blocks").ok()?;
+        (r.client("update client").ok()?, r.var_u32("update clock").ok()?)
+    };
+    let view = Accepted { client, start };
+    // The map name was checked when the update was accepted; any name is read here.
+    check_update_in(update, None, client, &view).ok().map(|c| c.values)
 }
