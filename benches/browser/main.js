@@ -94,8 +94,10 @@ const write = {
     await store.flush();
     const ms = now() - t0;
     const check = store.bookmarkChildren('toolbar').length;
+    // How many signed envelopes the edits took (group commit shares them).
+    const envelopes = store.counts().envelopes;
     store.close();
-    return { ms, cpuMs: cpu, check };
+    return { ms, cpuMs: cpu, check, envelopes };
   },
   async yjs(name, n) {
     const doc = new Y.Doc();

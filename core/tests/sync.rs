@@ -537,3 +537,118 @@ fn a_device_paired_later_reaches_devices_already_in_session() {
     assert_eq!(bookmarks(&mut net, a), 1, "a has c's change");
     assert_eq!(bookmarks(&mut net, b), 1, "b has c's change, through a");
 }
+
+/// Group commit: while a batch of local changes is being written, new local changes are visible
+/// at once but signed only when that write is done — all of them into one envelope, in one batch.
+#[test]
+fn local_changes_made_during_a_write_are_committed_together() {
+    use kathon_core::sync::Engine;
+    let now = 1_790_000_000_000;
+    let mut engine = Engine::create_identity(Config::default(), "laptop", [3; 32], now).unwrap();
+    let drain = |engine: &mut Engine| -> Vec<kathon_core::sync::StorageBatch> {
+        std::iter::from_fn(|| engine.poll_storage()).collect()
+    };
+    for batch in drain(&mut engine) {
+        engine.handle_storage_done(batch.id);
+    }
+    let add = |engine: &mut Engine, title: &str| {
+        engine
+            .transact(now, |e| {
+                e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Bookmark, title, Some("https://x.example/"))
+            })
+            .unwrap()
+    };
+    let envelopes = |engine: &Engine| engine.state().unwrap().envelopes().count();
+    let committed = |engine: &mut Engine| -> Vec<usize> {
+        std::iter::from_fn(|| engine.poll_event())
+            .filter_map(|e| match e {
+                EngineEvent::Committed(ids) => Some(ids.len()),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Nothing being written: the first change is signed and stored at once.
+    add(&mut engine, "first");
+    assert_eq!(envelopes(&engine), 1);
+    let first = drain(&mut engine);
+    assert_eq!(first.len(), 1);
+    // While it is written, 50 more changes: all visible, none signed yet, flush still pending.
+    for i in 0..50 {
+        add(&mut engine, &format!("during {i}"));
+    }
+    assert_eq!(engine.state().unwrap().bookmarks().children(&ItemId::TOOLBAR).len(), 51);
+    assert_eq!(envelopes(&engine), 1, "changes made during a write wait for it");
+    assert!(drain(&mut engine).is_empty());
+    assert!(engine.pending_storage() > 0, "a flush must wait for the unsealed changes");
+    let _ = committed(&mut engine);
+    // The write is done: the first change is committed, and the 50 are signed together.
+    engine.handle_storage_done(first[0].id);
+    assert_eq!(committed(&mut engine), vec![1]);
+    assert_eq!(envelopes(&engine), 2, "one envelope for the 50 changes");
+    let second = drain(&mut engine);
+    assert_eq!(second.len(), 1, "and one storage batch");
+    for batch in second {
+        engine.handle_storage_done(batch.id);
+    }
+    assert_eq!(committed(&mut engine), vec![1]);
+    assert_eq!(engine.pending_storage(), 0);
+
+    // One change being written, one waiting: the waiting one is three register writes.
+    add(&mut engine, "being written");
+    assert_eq!(drain(&mut engine).len(), 1);
+    add(&mut engine, "waiting");
+    assert_eq!(engine.state().unwrap().unsealed_len(), 3, "place, title and URL wait");
+
+    // A visit seals what waits first, so history keeps its order with the other writes.
+    engine
+        .transact(now, |e| {
+            e.record_visit("https://x.example/", "x", now, kathon_core::model::history::Transition::Link).map(|_| ())
+        })
+        .unwrap();
+    assert_eq!(engine.state().unwrap().unsealed_len(), 0);
+    assert_eq!(engine.state().unwrap().history_len(), 1);
+}
+
+/// The same in the simulated network: a device whose storage is slow keeps every change, its
+/// peer receives each one, and nothing acknowledged is lost across a crash.
+#[test]
+fn grouped_commits_reach_peers_and_survive_crashes() {
+    let mut net = net(41);
+    let a = net.add_founder("laptop");
+    let b = net.add_paired(a, "phone");
+    net.nodes[a].instant_storage = false;
+    for round in 0..5 {
+        let now = net.now_ms;
+        for i in 0..20 {
+            net.engine(a)
+                .transact(now, |e| {
+                    e.add_bookmark(ItemId::MENU, None, NodeKind::Bookmark, &format!("r{round} {i}"), None)
+                })
+                .unwrap();
+        }
+        net.run_for(50);
+        net.flush(a);
+        net.run_for(50);
+        net.flush(a);
+        net.run_for(200);
+    }
+    net.flush(a);
+    net.run_for(500);
+    assert_eq!(net.engine(b).state().unwrap().bookmarks().children(&ItemId::MENU).len(), 100);
+    assert!(net.converged());
+    let acknowledged = net.nodes[a].acknowledged.len();
+    assert!(acknowledged >= 2, "committed in groups: {acknowledged} envelopes for 100 changes");
+    assert!(acknowledged < 100, "edits made during a write shared envelopes: {acknowledged}");
+    // Unsealed changes at a crash were never acknowledged; everything acknowledged survives.
+    let now = net.now_ms;
+    net.engine(a).transact(now, |e| e.add_bookmark(ItemId::MENU, None, NodeKind::Bookmark, "x", None)).unwrap();
+    net.engine(a).transact(now, |e| e.add_bookmark(ItemId::MENU, None, NodeKind::Bookmark, "y", None)).unwrap();
+    net.crash(a);
+    net.restart(a);
+    let acknowledged: Vec<_> = net.nodes[a].acknowledged.iter().copied().collect();
+    let state = net.engine(a).state().unwrap();
+    for id in &acknowledged {
+        assert!(state.envelope(id).is_some(), "an acknowledged envelope was lost");
+    }
+}

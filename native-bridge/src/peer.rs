@@ -832,6 +832,10 @@ impl Actor {
                 tracing::error!(batch, message, "storage write failed; it will be retried");
                 self.last_error = Some(format!("storage: {message}"));
             }
+            EngineEvent::CommitFailed { message } => {
+                tracing::error!(message, "local changes could not be signed; they are tried again");
+                self.last_error = Some(format!("commit: {message}"));
+            }
             _ => {}
         }
     }

@@ -80,7 +80,9 @@ pub(crate) struct Inner {
     pub(crate) next_peer: PeerKey,
     pub(crate) listeners: Vec<(u32, String, js_sys::Function)>,
     pub(crate) next_listener: u32,
-    pub(crate) timer: Option<i32>,
+    /// The armed timer: its handle and when it fires (ms).
+    pub(crate) timer: Option<(i32, u64)>,
+    /// The one closure every timer calls (made once: a closure per drive cost real time).
     pub(crate) timer_closure: Option<Closure<dyn FnMut()>>,
     pub(crate) pairing_topic: Option<String>,
     pub(crate) status: SyncStatus,
@@ -179,20 +181,30 @@ pub(crate) fn drive(shared: &Shared) {
     dispatch(shared, events);
 }
 
-/// Arms the engine's timer.
+/// Arms the engine's timer, unless one is armed already to fire no later (it runs `drive`,
+/// which asks the engine again: an early wake-up is harmless, re-arming on every call was not).
 pub(crate) fn schedule(shared: &Shared, delay_ms: i32) {
     let Ok(mut inner) = shared.try_borrow_mut() else { return };
-    if let Some(handle) = inner.timer.take() {
-        crate::util::clear_timeout(handle);
+    let now = now_ms();
+    let at = now.saturating_add(u64::try_from(delay_ms.max(0)).unwrap_or(0));
+    match inner.timer {
+        Some((_, armed)) if armed <= at && armed >= now => return,
+        Some((handle, _)) => crate::util::clear_timeout(handle),
+        None => {}
     }
-    let weak = Rc::downgrade(shared);
-    let closure = Closure::<dyn FnMut()>::new(move || {
-        if let Some(shared) = weak.upgrade() {
-            drive(&shared);
-        }
-    });
-    inner.timer = crate::util::set_timeout(&closure, delay_ms.max(0));
-    inner.timer_closure = Some(closure);
+    if inner.timer_closure.is_none() {
+        let weak = Rc::downgrade(shared);
+        inner.timer_closure = Some(Closure::<dyn FnMut()>::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                if let Ok(mut inner) = shared.try_borrow_mut() {
+                    inner.timer = None;
+                }
+                drive(&shared);
+            }
+        }));
+    }
+    let handle = inner.timer_closure.as_ref().and_then(|c| crate::util::set_timeout(c, delay_ms.max(0)));
+    inner.timer = handle.map(|h| (h, at));
 }
 
 /// Most bytes one IndexedDB transaction carries when queued batches are grouped.
@@ -283,7 +295,7 @@ async fn write_storage(shared: Shared) {
 /// Calls the listeners of each event, outside any borrow.
 pub(crate) fn dispatch(shared: &Shared, events: Vec<EngineEvent>) {
     for event in events {
-        let (kind, value) = crate::events::to_js(&event);
+        let kind = crate::events::kind_of(&event);
         if kind == "peers" {
             update_peer_topics(shared);
         }
@@ -293,6 +305,10 @@ pub(crate) fn dispatch(shared: &Shared, events: Vec<EngineEvent>) {
             }
             Err(_) => Vec::new(),
         };
+        if listeners.is_empty() {
+            continue; // nobody listens: no JS object to build
+        }
+        let (_, value) = crate::events::to_js(&event);
         for f in listeners {
             if let Err(e) = f.call1(&JsValue::NULL, &value) {
                 web_sys::console::error_2(&JsValue::from_str("kathon: an event listener threw"), &e);

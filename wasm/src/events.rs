@@ -16,6 +16,16 @@ use wasm_bindgen::JsValue;
 
 use crate::util::to_js as value_to_js;
 
+/// The listener kind of an event, without building its object.
+pub(crate) fn kind_of(event: &EngineEvent) -> &'static str {
+    match event {
+        EngineEvent::Model(Event::Changed { .. }) => "change",
+        EngineEvent::Committed(_) => "committed",
+        EngineEvent::PeerAuthenticated { .. } | EngineEvent::PeerRefused { .. } => "peers",
+        _ => to_js(event).0,
+    }
+}
+
 pub(crate) fn to_js(event: &EngineEvent) -> (&'static str, JsValue) {
     let (kind, value) = match event {
         EngineEvent::Model(Event::Changed { kind, id, by, local }) => {
@@ -61,6 +71,7 @@ pub(crate) fn to_js(event: &EngineEvent) -> (&'static str, JsValue) {
             let code = if message.to_lowercase().contains("quota") { "quota" } else { "storage" };
             ("error", json!({ "code": code, "message": message }))
         }
+        EngineEvent::CommitFailed { message } => ("error", json!({ "code": "commit", "message": message })),
         _ => ("other", json!({})),
     };
     (kind, value_to_js(&value))

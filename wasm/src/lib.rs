@@ -963,7 +963,7 @@ impl KathonStore {
             ws.set_onclose(None);
             let _ = ws.close();
         }
-        if let Some(handle) = inner.timer.take() {
+        if let Some((handle, _)) = inner.timer.take() {
             util::clear_timeout(handle);
         }
         inner.db.close();

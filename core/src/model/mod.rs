@@ -298,7 +298,13 @@ pub struct BrowserState {
     /// that is not regular, when local time moves), refilled on the next read, and patched in
     /// place by local adds, edits and moves — so an edit costs no full materialization.
     bookmark_cache: OnceCell<BookmarkTree>,
+    /// Local register writes made and visible here but not yet signed into an envelope (group
+    /// commit: see [`BrowserState::transact_grouped`]), in the order they were made.
+    unsealed: Vec<(String, VerifiedRegisterValue)>,
 }
+
+/// Most unsealed local writes held before they are sealed whatever the storage is doing.
+const MAX_UNSEALED: usize = 4096;
 
 impl core::fmt::Debug for BrowserState {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -369,6 +375,7 @@ impl BrowserState {
             vault: Vault::new(),
             redacted: BTreeSet::new(),
             bookmark_cache: OnceCell::new(),
+            unsealed: Vec::new(),
         })
     }
 
@@ -757,11 +764,29 @@ impl BrowserState {
     // ------------------------------------------------------------------------------------------
 
     /// Makes a local change. Everything `f` writes is signed, committed as envelopes and applied
-    /// here; if `f` fails, nothing is kept. Returns `f`'s result and the envelopes to send.
+    /// here (with any writes still unsealed from [`BrowserState::transact_grouped`], before
+    /// them); if `f` fails, nothing of it is kept. Returns `f`'s result and the envelopes to send.
     pub fn transact<T, R: CryptoRngCore>(
         &mut self,
         now_ms: u64,
         rng: &mut R,
+        f: impl FnOnce(&mut Edit<'_, R>) -> Result<T, ModelError>,
+    ) -> Result<(T, Vec<VerifiedEnvelope>), ModelError> {
+        self.transact_grouped(now_ms, rng, false, f)
+    }
+
+    /// Makes a local change as [`BrowserState::transact`] does, but when `defer` is set its
+    /// register writes are applied and visible here without being signed yet: they join the
+    /// writes waiting for the next [`BrowserState::seal`], which signs all of them into one
+    /// envelope. This is group commit — the driver defers while an earlier commit is being
+    /// written, so edits arriving one at a time share a signature and a storage transaction. An
+    /// edit with visits or history deletions, or one that makes the group too large, seals
+    /// everything at once (the history keeps its order with the register writes).
+    pub fn transact_grouped<T, R: CryptoRngCore>(
+        &mut self,
+        now_ms: u64,
+        rng: &mut R,
+        defer: bool,
         f: impl FnOnce(&mut Edit<'_, R>) -> Result<T, ModelError>,
     ) -> Result<(T, Vec<VerifiedEnvelope>), ModelError> {
         self.advance_to(now_ms);
@@ -776,7 +801,7 @@ impl BrowserState {
         };
         match f(&mut edit) {
             Ok(value) => {
-                let envelopes = edit.commit()?;
+                let envelopes = edit.commit(defer)?;
                 Ok((value, envelopes))
             }
             Err(e) => {
@@ -784,6 +809,72 @@ impl BrowserState {
                 Err(e)
             }
         }
+    }
+
+    /// Local writes waiting to be sealed.
+    pub fn unsealed_len(&self) -> usize {
+        self.unsealed.len()
+    }
+
+    /// Signs every unsealed local write into envelopes (one per 768 KiB of writes; only the last
+    /// value written to a path is published — it supersedes the ones before it) and applies them
+    /// here. Returns the envelopes to store and send.
+    pub fn seal(&mut self) -> Result<Vec<VerifiedEnvelope>, ModelError> {
+        let writes = std::mem::take(&mut self.unsealed);
+        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, (p, _)) in writes.iter().enumerate() {
+            last.insert(p.as_str(), i);
+        }
+        let published: Vec<&(String, VerifiedRegisterValue)> =
+            writes.iter().enumerate().filter(|(i, (p, _))| last.get(p.as_str()) == Some(i)).map(|(_, w)| w).collect();
+        let mut out = Vec::new();
+        let mut chunk: Vec<&(String, VerifiedRegisterValue)> = Vec::new();
+        let mut chunk_len = 0usize;
+        let mut sealed = 0usize;
+        for write in published {
+            let len = write.1.as_value().encoded_len().saturating_add(write.0.len()).saturating_add(YRS_ENTRY_OVERHEAD);
+            if chunk_len.saturating_add(len) > DOC_CHUNK && !chunk.is_empty() {
+                match self.commit_doc_chunk(&chunk) {
+                    Ok(envelope) => out.push(envelope),
+                    Err(e) => return Err(self.unseal_from(&writes, sealed, e)),
+                }
+                sealed = sealed.saturating_add(chunk.len());
+                chunk.clear();
+                chunk_len = 0;
+            }
+            chunk.push(write);
+            chunk_len = chunk_len.saturating_add(len);
+        }
+        if !chunk.is_empty() {
+            match self.commit_doc_chunk(&chunk) {
+                Ok(envelope) => out.push(envelope),
+                Err(e) => return Err(self.unseal_from(&writes, sealed, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts back the writes a failed seal did not publish (the first `sealed` published ones
+    /// went out), so that a later seal retries them.
+    fn unseal_from(
+        &mut self,
+        writes: &[(String, VerifiedRegisterValue)],
+        sealed: usize,
+        error: ModelError,
+    ) -> ModelError {
+        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, (p, _)) in writes.iter().enumerate() {
+            last.insert(p.as_str(), i);
+        }
+        let left: Vec<(String, VerifiedRegisterValue)> = writes
+            .iter()
+            .enumerate()
+            .filter(|(i, (p, _))| last.get(p.as_str()) == Some(i))
+            .skip(sealed)
+            .map(|(_, w)| w.clone())
+            .collect();
+        self.unsealed.splice(0..0, left);
+        error
     }
 
     fn heads_for_parents(&self) -> Vec<EnvelopeId> {
@@ -1555,40 +1646,28 @@ impl<R: CryptoRngCore> Edit<'_, R> {
 
     // --- commit --------------------------------------------------------------------------------
 
-    fn commit(self) -> Result<Vec<VerifiedEnvelope>, ModelError> {
+    fn commit(self, defer: bool) -> Result<Vec<VerifiedEnvelope>, ModelError> {
         let Edit { state, writes, visits, deletions, tree, .. } = self;
         if let Some(tree) = tree {
             // Up to date with every write of this edit (each `b/` write emptied it, or patched it).
             state.bookmark_cache = OnceCell::from(tree);
         }
-        let mut out = Vec::new();
-        // Only the last value written to each path is published.
-        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, (p, _)) in writes.iter().enumerate() {
-            last.insert(p.as_str(), i);
-        }
-        let mut chunk: Vec<&(String, VerifiedRegisterValue)> = Vec::new();
-        let mut chunk_len = 0usize;
-        let published: Vec<&(String, VerifiedRegisterValue)> =
-            writes.iter().enumerate().filter(|(i, (p, _))| last.get(p.as_str()) == Some(i)).map(|(_, w)| w).collect();
-        for write in published {
-            let len = write.1.as_value().encoded_len().saturating_add(write.0.len()).saturating_add(YRS_ENTRY_OVERHEAD);
-            if chunk_len.saturating_add(len) > DOC_CHUNK && !chunk.is_empty() {
-                out.push(state.commit_doc_chunk(&chunk)?);
-                chunk.clear();
-                chunk_len = 0;
-            }
-            chunk.push(write);
-            chunk_len = chunk_len.saturating_add(len);
-        }
-        if !chunk.is_empty() {
-            out.push(state.commit_doc_chunk(&chunk)?);
-        }
+        // One event per item changed: an item's writes come together (a bookmark add writes
+        // three registers), so repeats are dropped as they come.
+        let mut changed: Vec<(ChangeKind, Option<ItemId>)> = Vec::new();
         for (_, value) in &writes {
-            if let Some((kind, id)) = change_of(value.path()) {
-                state.events.push_back(Event::Changed { kind, id, by: state.device_id, local: true });
+            if let Some(change) = change_of(value.path())
+                && changed.last() != Some(&change)
+            {
+                changed.push(change);
             }
         }
+        for (kind, id) in changed {
+            state.events.push_back(Event::Changed { kind, id, by: state.device_id, local: true });
+        }
+        state.unsealed.extend(writes);
+        let seal_now = !defer || !visits.is_empty() || !deletions.is_empty() || state.unsealed.len() >= MAX_UNSEALED;
+        let mut out = if seal_now { state.seal()? } else { Vec::new() };
         // Visits, as attachments, in envelopes of bounded size.
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut batch_len = 0usize;

@@ -222,6 +222,12 @@ pub enum EngineEvent {
         /// The identity.
         identity: IdentityId,
     },
+    /// Local changes could not be signed into an envelope (they stay visible here and are
+    /// tried again with the next change). Not expected: every size is bounded beforehand.
+    CommitFailed {
+        /// Why.
+        message: String,
+    },
     /// A storage batch failed; it stays queued and is offered again.
     StorageFailed {
         /// The batch.
@@ -661,9 +667,29 @@ impl Engine {
         self.peers.values().map(|p| p.reassembler.buffered().saturating_add(p.outbox.iter().map(Vec::len).sum())).sum()
     }
 
-    /// Storage batches not yet acknowledged.
+    /// Storage batches not yet acknowledged, counting local changes not yet sealed into one as
+    /// one more.
     pub fn pending_storage(&self) -> usize {
-        self.storage_out.len().saturating_add(self.inflight.len())
+        let unsealed = self.state.as_ref().is_some_and(|s| s.unsealed_len() > 0);
+        self.storage_out.len().saturating_add(self.inflight.len()).saturating_add(usize::from(unsealed))
+    }
+
+    /// Whether a batch holding local changes is being written: new local changes then wait to be
+    /// sealed together when it is done (group commit).
+    fn local_batch_in_flight(&self) -> bool {
+        self.inflight.values().any(|b| !b.local.is_empty())
+    }
+
+    /// Seals the local changes waiting for a commit, and stores them.
+    fn seal_local(&mut self) {
+        let Some(state) = self.state.as_mut() else { return };
+        if state.unsealed_len() == 0 {
+            return;
+        }
+        match state.seal() {
+            Ok(envelopes) => self.persist(envelopes.iter().map(VerifiedEnvelope::id).collect()),
+            Err(e) => self.events.push_back(EngineEvent::CommitFailed { message: e.to_string() }),
+        }
     }
 
     // --- outputs -------------------------------------------------------------------------------
@@ -1259,6 +1285,9 @@ impl Engine {
         if !done.local.is_empty() {
             self.events.push_back(EngineEvent::Committed(done.local));
         }
+        if !self.local_batch_in_flight() {
+            self.seal_local();
+        }
         if !advanced.is_empty() {
             self.relay();
         }
@@ -1293,16 +1322,23 @@ impl Engine {
 
     // --- local changes ---------------------------------------------------------------------------
 
-    /// Makes a local change (see [`BrowserState::transact`]). It is stored, then reported
-    /// `Committed` and sent to peers once durable.
+    /// Makes a local change (see [`BrowserState::transact`]): visible here at once, then stored,
+    /// then reported `Committed` and sent to peers once durable.
+    ///
+    /// Group commit: while a batch of earlier local changes is being written, a new change is
+    /// not signed yet; every change made meanwhile is signed into one envelope and stored in one
+    /// batch when that write is done (see [`BrowserState::transact_grouped`]). Edits arriving
+    /// one at a time so share a signature and a storage transaction, and none waits longer than
+    /// the write ahead of it.
     pub fn transact<T>(
         &mut self,
         now_ms: u64,
         f: impl FnOnce(&mut Edit<'_, ChaCha20Rng>) -> Result<T, ModelError>,
     ) -> Result<T, EngineError> {
         self.now_ms = self.now_ms.max(now_ms);
+        let defer = self.local_batch_in_flight();
         let state = self.state.as_mut().ok_or(EngineError::NotEnrolled)?;
-        let (value, envelopes) = state.transact(self.now_ms, &mut self.rng, f)?;
+        let (value, envelopes) = state.transact_grouped(self.now_ms, &mut self.rng, defer, f)?;
         self.persist(envelopes.iter().map(VerifiedEnvelope::id).collect());
         Ok(value)
     }
