@@ -173,8 +173,7 @@ fn after_deletions(size: ProfileSize) {
     load_profile(&mut net, a, &profile);
     converge(&mut net);
     // Every other visit, scattered over the whole history.
-    let ids: Vec<ItemId> =
-        net.engine(a).state().unwrap().history().iter().step_by(2).take(deletions).map(|v| v.id).collect();
+    let ids: Vec<ItemId> = net.engine(a).state().unwrap().history().step_by(2).take(deletions).map(|v| v.id).collect();
     let now = net.now_ms;
     net.engine(a)
         .transact(now, |e| {

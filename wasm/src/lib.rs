@@ -657,8 +657,8 @@ impl KathonStore {
         let limit = limit.unwrap_or(500);
         self.read(|s| {
             let visits: Vec<_> = match query.as_deref() {
-                Some(q) if !q.is_empty() => s.search_history(q).into_iter().take(limit).collect(),
-                _ => s.history().into_iter().take(limit).collect(),
+                Some(q) if !q.is_empty() => s.search_history(q).take(limit).collect(),
+                _ => s.history().take(limit).collect(),
             };
             to_js(&visits)
         })

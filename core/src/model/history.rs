@@ -97,6 +97,15 @@ impl Visit {
         w.into_bytes()
     }
 
+    /// The ID and time of an encoded visit, without decoding its text: for this device's own,
+    /// integrity-checked storage (a cold open indexes 100,000 visits this way).
+    pub(crate) fn peek(bytes: &[u8]) -> Result<(ItemId, u64), DecodeError> {
+        let mut r = Reader::new(bytes);
+        r.format("visit", VISIT_FORMAT)?;
+        let id = ItemId::read(&mut r, "visit id")?;
+        Ok((id, r.u64("visit time")?))
+    }
+
     pub(crate) fn decode(bytes: &[u8], device: DeviceId) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         r.format("visit", VISIT_FORMAT)?;
@@ -146,12 +155,16 @@ pub(crate) fn url_key(identity: &IdentityId, url: &str) -> [u8; 32] {
 }
 
 impl HistoryDeletion {
-    fn matches(&self, visit: &Visit, visit_url_key: &[u8; 32]) -> bool {
+    /// Whether this deletion covers the visit `id` at `at_ms` (whose URL, only needed for a URL
+    /// deletion, `visit` reads).
+    fn matches(&self, identity: &IdentityId, id: ItemId, at_ms: u64, visit: &dyn Fn() -> Option<Visit>) -> bool {
         match self {
-            HistoryDeletion::Visits(ids) => ids.binary_search(&visit.id).is_ok(),
-            HistoryDeletion::Url { url_key, up_to_ms } => url_key == visit_url_key && visit.visited_at_ms <= *up_to_ms,
-            HistoryDeletion::Range { from_ms, to_ms } => (*from_ms..=*to_ms).contains(&visit.visited_at_ms),
-            HistoryDeletion::All { up_to_ms } => visit.visited_at_ms <= *up_to_ms,
+            HistoryDeletion::Visits(ids) => ids.binary_search(&id).is_ok(),
+            HistoryDeletion::Url { url_key: key, up_to_ms } => {
+                at_ms <= *up_to_ms && visit().is_some_and(|v| url_key(identity, &v.url) == *key)
+            }
+            HistoryDeletion::Range { from_ms, to_ms } => (*from_ms..=*to_ms).contains(&at_ms),
+            HistoryDeletion::All { up_to_ms } => at_ms <= *up_to_ms,
         }
     }
 }
@@ -244,57 +257,83 @@ pub(crate) struct AttachmentRef {
     pub(crate) index: u32,
 }
 
-#[derive(Clone, Debug)]
-struct StoredVisit {
-    visit: Visit,
-    url_key: [u8; 32],
+/// Reads a stored visit back: its bytes live in the envelope log, as an attachment.
+pub(crate) trait VisitSource {
+    /// The visit stored at `at`, if it is there (not redacted) and decodes.
+    fn visit(&self, at: &AttachmentRef) -> Option<Visit>;
+}
+
+/// What the index keeps of a visit: its time and where its bytes are. Its URL and title are
+/// decoded from the envelope log when asked for (the log holds them anyway: a second, decoded copy
+/// of 100,000 visits was most of a replica's memory).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    at_ms: u64,
     stored_at: AttachmentRef,
 }
 
 /// The visits a replica holds, and the deletions that keep applying.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HistoryStore {
-    visits: BTreeMap<ItemId, StoredVisit>,
+    visits: BTreeMap<ItemId, Entry>,
     by_time: BTreeSet<(u64, ItemId)>,
     tombstones: Vec<HistoryDeletion>,
 }
 
 impl HistoryStore {
-    /// Adds visits (already verified against their envelope). Returns the visits added and the
-    /// attachments to redact because a tombstone already covers them.
+    /// Adds visits `(id, time, where stored)` whose envelope is already in the log. Returns the
+    /// visits added and the attachments to redact because a tombstone already covers them.
     pub(crate) fn add(
         &mut self,
         identity: &IdentityId,
-        visits: Vec<(Visit, AttachmentRef)>,
+        visits: Vec<(ItemId, u64, AttachmentRef)>,
+        source: &dyn VisitSource,
     ) -> (Vec<ItemId>, Vec<AttachmentRef>) {
         let mut added = Vec::new();
         let mut redact = Vec::new();
-        for (visit, stored_at) in visits {
-            let key = url_key(identity, &visit.url);
-            if self.tombstones.iter().any(|t| t.matches(&visit, &key)) {
+        for (id, at_ms, stored_at) in visits {
+            if self.tombstones.iter().any(|t| t.matches(identity, id, at_ms, &|| source.visit(&stored_at))) {
                 redact.push(stored_at);
                 continue;
             }
-            if self.visits.contains_key(&visit.id) {
+            if self.visits.contains_key(&id) {
                 continue;
             }
-            self.by_time.insert((visit.visited_at_ms, visit.id));
-            added.push(visit.id);
-            self.visits.insert(visit.id, StoredVisit { visit, url_key: key, stored_at });
+            self.by_time.insert((at_ms, id));
+            added.push(id);
+            self.visits.insert(id, Entry { at_ms, stored_at });
         }
         (added, redact)
     }
 
     /// Applies a deletion: removes what it covers now and keeps it for later arrivals. Returns the
     /// removed visits' IDs and the attachments to redact.
-    pub(crate) fn delete(&mut self, deletion: HistoryDeletion) -> (Vec<ItemId>, Vec<AttachmentRef>) {
-        let doomed: Vec<ItemId> =
-            self.visits.values().filter(|s| deletion.matches(&s.visit, &s.url_key)).map(|s| s.visit.id).collect();
+    pub(crate) fn delete(
+        &mut self,
+        identity: &IdentityId,
+        deletion: HistoryDeletion,
+        source: &dyn VisitSource,
+    ) -> (Vec<ItemId>, Vec<AttachmentRef>) {
+        let doomed: Vec<ItemId> = match &deletion {
+            HistoryDeletion::Visits(ids) => ids.iter().filter(|id| self.visits.contains_key(id)).copied().collect(),
+            HistoryDeletion::Range { from_ms, to_ms } => {
+                self.by_time.range((*from_ms, ItemId::MIN)..=(*to_ms, ItemId::MAX)).map(|(_, id)| *id).collect()
+            }
+            HistoryDeletion::All { up_to_ms } => {
+                self.by_time.range(..=(*up_to_ms, ItemId::MAX)).map(|(_, id)| *id).collect()
+            }
+            HistoryDeletion::Url { .. } => self
+                .visits
+                .iter()
+                .filter(|(id, e)| deletion.matches(identity, **id, e.at_ms, &|| source.visit(&e.stored_at)))
+                .map(|(id, _)| *id)
+                .collect(),
+        };
         let mut redact = Vec::with_capacity(doomed.len());
         for id in &doomed {
-            if let Some(stored) = self.visits.remove(id) {
-                self.by_time.remove(&(stored.visit.visited_at_ms, *id));
-                redact.push(stored.stored_at);
+            if let Some(entry) = self.visits.remove(id) {
+                self.by_time.remove(&(entry.at_ms, *id));
+                redact.push(entry.stored_at);
             }
         }
         self.tombstones.push(deletion);
@@ -322,20 +361,27 @@ impl HistoryStore {
         self.tombstones.dedup();
     }
 
-    /// Visits, most recent first.
-    pub(crate) fn recent(&self) -> impl Iterator<Item = &Visit> {
-        self.by_time.iter().rev().filter_map(|(_, id)| self.visits.get(id).map(|s| &s.visit))
+    /// Visits, most recent first, decoded as they are read.
+    pub(crate) fn recent<'a, S: VisitSource + 'a>(&'a self, source: S) -> impl Iterator<Item = Visit> + 'a {
+        self.by_time
+            .iter()
+            .rev()
+            .filter_map(move |(_, id)| self.visits.get(id).and_then(|e| source.visit(&e.stored_at)))
     }
 
     /// Visits whose URL or title contains `needle` (case-insensitive), most recent first.
-    pub(crate) fn search<'a>(&'a self, needle: &str) -> impl Iterator<Item = &'a Visit> {
+    pub(crate) fn search<'a, S: VisitSource + 'a>(
+        &'a self,
+        needle: &str,
+        source: S,
+    ) -> impl Iterator<Item = Visit> + 'a {
         let needle = needle.to_lowercase();
-        self.recent()
+        self.recent(source)
             .filter(move |v| v.url.to_lowercase().contains(&needle) || v.title.to_lowercase().contains(&needle))
     }
 
-    pub(crate) fn get(&self, id: &ItemId) -> Option<&Visit> {
-        self.visits.get(id).map(|s| &s.visit)
+    pub(crate) fn get(&self, id: &ItemId, source: &dyn VisitSource) -> Option<Visit> {
+        self.visits.get(id).and_then(|e| source.visit(&e.stored_at))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -343,11 +389,13 @@ impl HistoryStore {
     }
 
     /// A canonical encoding of the store (for comparing replicas byte for byte).
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self, source: &dyn VisitSource) -> Vec<u8> {
         let mut w = Writer::default();
         w.u32(u32::try_from(self.visits.len()).unwrap_or(u32::MAX));
-        for stored in self.visits.values() {
-            w.raw(stored.visit.device.as_bytes()).bytes_u32(&stored.visit.encode());
+        for entry in self.visits.values() {
+            if let Some(visit) = source.visit(&entry.stored_at) {
+                w.raw(visit.device.as_bytes()).bytes_u32(&visit.encode());
+            }
         }
         let tombstones: Vec<Vec<u8>> = self.tombstones.iter().map(|t| HistoryOp::Delete(t.clone()).encode()).collect();
         w.u32(u32::try_from(tombstones.len()).unwrap_or(u32::MAX));

@@ -317,6 +317,18 @@ impl core::fmt::Debug for BrowserState {
     }
 }
 
+/// The envelope log as the source of visits' bytes (the history index keeps only where they are).
+#[derive(Clone, Copy)]
+struct LogVisits<'a>(&'a BTreeMap<EnvelopeId, VerifiedEnvelope>);
+
+impl history::VisitSource for LogVisits<'_> {
+    fn visit(&self, at: &AttachmentRef) -> Option<Visit> {
+        let envelope = self.0.get(&at.envelope)?;
+        let bytes = envelope.attachments().get(usize::try_from(at.index).ok()?)?.as_ref()?;
+        Visit::decode(bytes, *envelope.author()).ok()
+    }
+}
+
 struct View<'a> {
     owner: &'a BTreeMap<u64, DeviceId>,
     author: DeviceId,
@@ -648,19 +660,29 @@ impl BrowserState {
                                     envelope: envelope.id(),
                                     index: u32::try_from(index).unwrap_or(u32::MAX),
                                 };
-                                visits.push((Visit::decode(bytes, author)?, at));
+                                // From a peer: every field checked. From our own storage
+                                // (integrity-checked): only what the index needs.
+                                let (id, at_ms) = if trusted {
+                                    Visit::peek(bytes)?
+                                } else {
+                                    let visit = Visit::decode(bytes, author)?;
+                                    (visit.id, visit.visited_at_ms)
+                                };
+                                visits.push((id, at_ms, at));
                             }
                         }
                         self.record(envelope);
-                        let (added, redact) = self.history.add(&self.identity, visits);
+                        let (added, redact) = self.history.add(&self.identity, visits, &LogVisits(&self.log));
                         self.redact(&redact);
-                        for id in added {
-                            self.events.push_back(Event::Changed {
-                                kind: ChangeKind::History,
-                                id: Some(id),
-                                by: author,
-                                local: false,
-                            });
+                        if !trusted {
+                            for id in added {
+                                self.events.push_back(Event::Changed {
+                                    kind: ChangeKind::History,
+                                    id: Some(id),
+                                    by: author,
+                                    local: false,
+                                });
+                            }
                         }
                         return Ok(Some(()));
                     }
@@ -673,7 +695,7 @@ impl BrowserState {
                             .into());
                         }
                         self.record(envelope);
-                        let (_, redact) = self.history.delete(deletion);
+                        let (_, redact) = self.history.delete(&self.identity, deletion, &LogVisits(&self.log));
                         self.redact(&redact);
                         self.events.push_back(Event::Changed {
                             kind: ChangeKind::History,
@@ -957,18 +979,18 @@ impl BrowserState {
     }
 
     /// Visits, most recent first.
-    pub fn history(&self) -> Vec<&Visit> {
-        self.history.recent().collect()
+    pub fn history(&self) -> impl Iterator<Item = Visit> + '_ {
+        self.history.recent(LogVisits(&self.log))
     }
 
-    /// Visits whose URL or title contains `needle`.
-    pub fn search_history(&self, needle: &str) -> Vec<&Visit> {
-        self.history.search(needle).collect()
+    /// Visits whose URL or title contains `needle`, most recent first, decoded as they are read.
+    pub fn search_history<'a>(&'a self, needle: &str) -> impl Iterator<Item = Visit> + 'a {
+        self.history.search(needle, LogVisits(&self.log))
     }
 
     /// One visit.
-    pub fn visit(&self, id: &ItemId) -> Option<&Visit> {
-        self.history.get(id)
+    pub fn visit(&self, id: &ItemId) -> Option<Visit> {
+        self.history.get(id, &LogVisits(&self.log))
     }
 
     /// Number of visits.
@@ -1056,7 +1078,7 @@ impl BrowserState {
             .collect();
         serde_json::json!({
             "bookmarks": self.bookmarks().to_json(),
-            "history": self.history.recent().collect::<Vec<_>>(),
+            "history": self.history().collect::<Vec<_>>(),
             "passwords": self.passwords(),
             "keys": self.keys(),
             "workspaces": { "devices": layouts, "named": self.named_workspaces() },
@@ -1098,7 +1120,7 @@ impl BrowserState {
     /// The encoded document state: the `yrs` document and the history store.
     pub fn encode_state(&self) -> Vec<u8> {
         let mut out = self.doc.transact().encode_state_as_update_v1(&StateVector::default());
-        out.extend_from_slice(&self.history.encode());
+        out.extend_from_slice(&self.history.encode(&LogVisits(&self.log)));
         out
     }
 
@@ -1691,7 +1713,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         for deletion in deletions {
             let envelope =
                 state.sign_and_apply(KIND_HISTORY, HistoryOp::Delete(deletion.clone()).encode(), Vec::new())?;
-            let (_, redact) = state.history.delete(deletion);
+            let (_, redact) = state.history.delete(&state.identity, deletion, &LogVisits(&state.log));
             state.redact(&redact);
             state.events.push_back(Event::Changed {
                 kind: ChangeKind::History,
@@ -1727,9 +1749,15 @@ impl BrowserState {
         let refs = visits
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (v, AttachmentRef { envelope: envelope.id(), index: u32::try_from(i).unwrap_or(u32::MAX) }))
+            .map(|(i, v)| {
+                (
+                    v.id,
+                    v.visited_at_ms,
+                    AttachmentRef { envelope: envelope.id(), index: u32::try_from(i).unwrap_or(u32::MAX) },
+                )
+            })
             .collect();
-        let (added, redact) = self.history.add(&self.identity, refs);
+        let (added, redact) = self.history.add(&self.identity, refs, &LogVisits(&self.log));
         self.redact(&redact);
         for id in added {
             self.events.push_back(Event::Changed {

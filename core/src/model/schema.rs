@@ -51,6 +51,9 @@ impl ItemId {
     pub const ROOTS: [ItemId; 4] = [Self::TOOLBAR, Self::MENU, Self::OTHER, Self::MOBILE];
     /// The parent of a deleted node.
     pub(crate) const DELETED: ItemId = ItemId(DELETED_PARENT);
+    /// The least and greatest IDs, for range queries.
+    pub(crate) const MIN: ItemId = ItemId([0; 16]);
+    pub(crate) const MAX: ItemId = ItemId([0xff; 16]);
 
     const fn root(n: u8) -> Self {
         let mut bytes = [0u8; 16];
