@@ -113,11 +113,92 @@ pub struct Envelope {
     parents: Vec<EnvelopeId>,
     payload: Vec<u8>,
     attachment_hashes: Vec<Hash>,
-    /// `None` where redacted.
-    attachments: Vec<Option<Vec<u8>>>,
+    attachments: Attachments,
     signature: [u8; 64],
     id: EnvelopeId,
 }
+
+/// An envelope's attachments in one buffer (a history envelope carries up to 16,384 visits: one
+/// allocation each cost ~40 bytes a visit and a long cold open). Attachment `i` is
+/// `data[end(i - 1)..end(i)]`; a redacted one is zeroed in place and flagged, and the buffer is
+/// compacted once most of it is redacted.
+#[derive(Clone, Debug, Default)]
+struct Attachments {
+    data: Vec<u8>,
+    /// End offsets, with [`REDACTED`] set on redacted ones.
+    ends: Vec<u32>,
+    redacted_bytes: usize,
+}
+
+/// Flag on an end offset: that attachment is redacted (attachments total at most 4 MiB, so the
+/// offsets never reach this bit).
+const REDACTED: u32 = 1 << 31;
+
+impl Attachments {
+    fn with_capacity(count: usize, bytes: usize) -> Self {
+        Self { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(count), redacted_bytes: 0 }
+    }
+
+    /// Appends one (empty = redacted).
+    fn push(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        let end = u32::try_from(self.data.len()).unwrap_or(u32::MAX) & !REDACTED;
+        self.ends.push(if bytes.is_empty() { end | REDACTED } else { end });
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn range(&self, index: usize) -> Option<(usize, usize, bool)> {
+        let end = *self.ends.get(index)?;
+        let start = match index.checked_sub(1) {
+            Some(before) => self.ends.get(before).map_or(0, |e| e & !REDACTED),
+            None => 0,
+        };
+        Some((start as usize, (end & !REDACTED) as usize, end & REDACTED != 0))
+    }
+
+    /// Attachment `index`: `Some(None)` where redacted, `None` past the end.
+    fn get(&self, index: usize) -> Option<Option<&[u8]>> {
+        let (start, end, redacted) = self.range(index)?;
+        Some(if redacted { None } else { self.data.get(start..end) })
+    }
+
+    fn iter(&self) -> impl ExactSizeIterator<Item = Option<&[u8]>> + '_ {
+        (0..self.len()).map(|i| self.get(i).flatten())
+    }
+
+    /// Redacts attachment `index` (zeroed at once; the space is reclaimed once most of the
+    /// buffer is redacted). Returns whether it was present.
+    fn redact(&mut self, index: usize) -> bool {
+        let Some((start, end, false)) = self.range(index) else { return false };
+        if let Some(bytes) = self.data.get_mut(start..end) {
+            bytes.fill(0);
+        }
+        if let Some(e) = self.ends.get_mut(index) {
+            *e |= REDACTED;
+        }
+        self.redacted_bytes = self.redacted_bytes.saturating_add(end.saturating_sub(start));
+        if self.redacted_bytes.saturating_mul(2) > self.data.len() {
+            let mut compact =
+                Attachments::with_capacity(self.len(), self.data.len().saturating_sub(self.redacted_bytes));
+            for attachment in self.iter() {
+                compact.push(attachment.unwrap_or_default());
+            }
+            *self = compact;
+        }
+        true
+    }
+}
+
+impl PartialEq for Attachments {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Attachments {}
 
 /// The hash that commits to an attachment.
 pub fn attachment_hash(attachment: &[u8]) -> Hash {
@@ -153,7 +234,13 @@ impl Envelope {
             parents,
             payload,
             attachment_hashes: attachments.iter().map(|a| attachment_hash(a)).collect(),
-            attachments: attachments.into_iter().map(Some).collect(),
+            attachments: {
+                let mut all = Attachments::with_capacity(attachments.len(), attachments.iter().map(Vec::len).sum());
+                for a in &attachments {
+                    all.push(a);
+                }
+                all
+            },
             signature: [0; 64],
             id: EnvelopeId(Hash::ZERO),
         };
@@ -184,8 +271,7 @@ impl Envelope {
         let prev = if self.prev.is_some() { 32 } else { 0 };
         // format, kind, author, seq, hlc, parent count, payload length, attachment count, signature
         const FIXED: usize = 1 + 1 + 32 + 8 + Timestamp::ENCODED_LEN + 1 + 4 + 4 + 64;
-        let attachments: usize =
-            self.attachments.iter().map(|a| a.as_ref().map_or(0, Vec::len).saturating_add(4)).sum();
+        let attachments: usize = self.attachments.iter().map(|a| a.map_or(0, <[u8]>::len).saturating_add(4)).sum();
         FIXED
             .saturating_add(prev)
             .saturating_add(32usize.saturating_mul(self.parents.len()))
@@ -198,8 +284,8 @@ impl Envelope {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = self.encode_body();
         w.raw(&self.signature);
-        for attachment in &self.attachments {
-            w.bytes_u32(attachment.as_deref().unwrap_or_default());
+        for attachment in self.attachments.iter() {
+            w.bytes_u32(attachment.unwrap_or_default());
         }
         debug_assert_eq!(w.len(), self.encoded_len());
         w.into_bytes()
@@ -254,7 +340,7 @@ impl Envelope {
         let body = r.consumed().get(start..).unwrap_or_default();
         let id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body]));
         let signature = r.array("envelope signature")?;
-        let mut attachments = Vec::with_capacity(count);
+        let mut attachments = Attachments::with_capacity(count, r.remaining());
         let mut total = 0usize;
         for _ in 0..count {
             let attachment = r.bytes_u32(MAX_ATTACHMENT_LEN, "envelope attachment")?;
@@ -266,7 +352,7 @@ impl Envelope {
                     max: MAX_ATTACHMENTS_TOTAL as u64,
                 });
             }
-            attachments.push((!attachment.is_empty()).then(|| attachment.to_vec()));
+            attachments.push(attachment);
         }
         Ok(Self { kind, author, seq, prev, hlc, parents, payload, attachment_hashes, attachments, signature, id })
     }
@@ -358,13 +444,17 @@ impl VerifiedEnvelope {
         &self.0.payload
     }
     /// The attachments, `None` where redacted.
-    pub fn attachments(&self) -> &[Option<Vec<u8>>] {
-        &self.0.attachments
+    pub fn attachments(&self) -> impl ExactSizeIterator<Item = Option<&[u8]>> + '_ {
+        self.0.attachments.iter()
+    }
+    /// Attachment `index`, `None` where redacted or past the end.
+    pub fn attachment(&self, index: usize) -> Option<&[u8]> {
+        self.0.attachments.get(index).flatten()
     }
     /// Drops attachment `index` (its hash stays in the signed body, so the envelope still
-    /// verifies). Returns whether anything was dropped.
+    /// verifies; its bytes are zeroed at once). Returns whether anything was dropped.
     pub fn redact_attachment(&mut self, index: usize) -> bool {
-        self.0.attachments.get_mut(index).and_then(Option::take).is_some()
+        self.0.attachments.redact(index)
     }
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {

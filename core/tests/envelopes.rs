@@ -103,3 +103,43 @@ fn building_refuses_what_could_not_be_decoded() {
     let big = Envelope::sign(key, &fx.identity, unsigned(1, None, MAX_PAYLOAD_LEN as usize)).unwrap();
     assert_eq!(reparse(&fx, &big), big);
 }
+
+#[test]
+fn redacted_attachments_are_gone_and_the_envelope_still_verifies() {
+    let fx = Fixture::new(35, 1);
+    let attachments: Vec<Vec<u8>> =
+        (0..10).map(|i| format!("visit number {i} to a private page").into_bytes()).collect();
+    let unsigned = UnsignedEnvelope {
+        kind: 2,
+        seq: 1,
+        prev: None,
+        hlc: Timestamp::from_wall_ms(1_700_000_000_000),
+        parents: vec![],
+        payload: vec![1],
+        attachments: attachments.clone(),
+    };
+    let mut envelope = Envelope::sign(&fx.devices[0], &fx.identity, unsigned).unwrap();
+    let contains = |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    // A few redacted (zeroed in place), then most (the buffer is compacted): each time every
+    // other attachment is intact, the redacted ones are nowhere, and the envelope verifies.
+    for (step, doomed) in [vec![1usize, 4, 7], vec![0, 2, 3, 5, 8]].into_iter().enumerate() {
+        for i in &doomed {
+            assert!(envelope.redact_attachment(*i));
+            assert!(!envelope.redact_attachment(*i), "redacting twice changes nothing");
+        }
+        let gone: Vec<usize> = if step == 0 { vec![1, 4, 7] } else { vec![0, 1, 2, 3, 4, 5, 7, 8] };
+        let bytes = envelope.encode();
+        for (i, a) in attachments.iter().enumerate() {
+            if gone.contains(&i) {
+                assert_eq!(envelope.attachment(i), None);
+                assert!(!contains(&bytes, a), "attachment {i} is still in the encoding");
+            } else {
+                assert_eq!(envelope.attachment(i), Some(a.as_slice()));
+            }
+        }
+        let back = reparse(&fx, &envelope);
+        assert_eq!(back.id(), envelope.id());
+        assert_eq!(back, envelope);
+        assert_eq!(back.attachments().filter(Option::is_some).count(), 10 - gone.len());
+    }
+}

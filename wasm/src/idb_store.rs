@@ -42,7 +42,9 @@ impl Db {
     }
 
     /// Every record, as `(key, bytes)`.
-    pub(crate) async fn load_records(&self) -> Result<Vec<(String, Vec<u8>)>, JsValue> {
+    /// Every record, as JavaScript byte arrays (copied into wasm one at a time by the caller, so
+    /// a cold open never holds the whole store twice in wasm memory).
+    pub(crate) async fn load_records(&self) -> Result<Vec<(String, Uint8Array)>, JsValue> {
         let fail = |e: idb::Error| error::storage("storage", &format!("cannot read IndexedDB: {e}"));
         let tx = self.db().transaction(&[RECORDS], TransactionMode::ReadOnly).map_err(fail)?;
         let store = tx.object_store(RECORDS).map_err(fail)?;
@@ -55,7 +57,7 @@ impl Db {
             let Ok(bytes) = value.dyn_into::<Uint8Array>() else {
                 return Err(error::storage("tampered", &format!("stored record {key} is not bytes")));
             };
-            out.push((key, bytes.to_vec()));
+            out.push((key, bytes));
         }
         Ok(out)
     }

@@ -230,7 +230,7 @@ impl KathonStore {
         let mut rest = Vec::new();
         for (key, bytes) in records {
             match RecordKey::from_text(&key) {
-                Some(RecordKey::Identity) => identity = Some(bytes),
+                Some(RecordKey::Identity) => identity = Some(bytes.to_vec()),
                 Some(k) => rest.push((k, bytes)),
                 None => return Err(error::storage("tampered", &format!("unknown stored record {key}"))),
             }
@@ -240,9 +240,13 @@ impl KathonStore {
             inner.cert = cert.dyn_into::<web_sys::RtcCertificate>().ok();
             match identity {
                 None => {}
-                Some(sealed) if seal::is_sealed(&sealed) => inner.locked = Some((sealed, rest)),
+                Some(sealed) if seal::is_sealed(&sealed) => {
+                    inner.locked = Some((sealed, rest.into_iter().map(|(k, b)| (k, b.to_vec())).collect()));
+                }
                 Some(identity) => {
-                    let engine = Engine::load(inner.config.clone(), &identity, rest, util::random()?, now_ms())
+                    // Copied into wasm one record at a time, each dropped once decoded.
+                    let records = rest.into_iter().map(|(k, b)| (k, b.to_vec()));
+                    let engine = Engine::load(inner.config.clone(), &identity, records, util::random()?, now_ms())
                         .map_err(|e| error::load(&e))?;
                     inner.engine = Some(engine);
                 }

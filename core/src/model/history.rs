@@ -263,6 +263,12 @@ pub(crate) trait VisitSource {
     fn visit(&self, at: &AttachmentRef) -> Option<Visit>;
 }
 
+impl<T: VisitSource + ?Sized> VisitSource for &T {
+    fn visit(&self, at: &AttachmentRef) -> Option<Visit> {
+        (**self).visit(at)
+    }
+}
+
 /// What the index keeps of a visit: its time and where its bytes are. Its URL and title are
 /// decoded from the envelope log when asked for (the log holds them anyway: a second, decoded copy
 /// of 100,000 visits was most of a replica's memory).
@@ -289,19 +295,37 @@ impl HistoryStore {
         visits: Vec<(ItemId, u64, AttachmentRef)>,
         source: &dyn VisitSource,
     ) -> (Vec<ItemId>, Vec<AttachmentRef>) {
-        let mut added = Vec::new();
         let mut redact = Vec::new();
+        let mut fresh = Vec::with_capacity(visits.len());
         for (id, at_ms, stored_at) in visits {
             if self.tombstones.iter().any(|t| t.matches(identity, id, at_ms, &|| source.visit(&stored_at))) {
                 redact.push(stored_at);
                 continue;
             }
-            if self.visits.contains_key(&id) {
-                continue;
+            if !self.visits.contains_key(&id) {
+                fresh.push((id, Entry { at_ms, stored_at }));
             }
-            self.by_time.insert((at_ms, id));
-            added.push(id);
-            self.visits.insert(id, Entry { at_ms, stored_at });
+        }
+        // One ID twice in a batch: the first one counts, as if they had come one by one.
+        fresh.sort_by_key(|(id, _)| *id);
+        fresh.dedup_by_key(|(id, _)| *id);
+        let added: Vec<ItemId> = fresh.iter().map(|(id, _)| *id).collect();
+        // A big batch (an import, a cold open: 16,384 visits an envelope) is merged by rebuilding
+        // both trees from sorted runs, which is several times cheaper than inserting one by one.
+        if fresh.len() >= 1024 && fresh.len().saturating_mul(4) >= self.visits.len() {
+            let mut times: Vec<(u64, ItemId)> = std::mem::take(&mut self.by_time).into_iter().collect();
+            times.extend(fresh.iter().map(|(id, e)| (e.at_ms, *id)));
+            times.sort_unstable();
+            self.by_time = times.into_iter().collect();
+            let mut all: Vec<(ItemId, Entry)> = std::mem::take(&mut self.visits).into_iter().collect();
+            all.extend(fresh);
+            all.sort_unstable_by_key(|(id, _)| *id);
+            self.visits = all.into_iter().collect();
+        } else {
+            for (id, entry) in fresh {
+                self.by_time.insert((entry.at_ms, id));
+                self.visits.insert(id, entry);
+            }
         }
         (added, redact)
     }
@@ -403,5 +427,61 @@ impl HistoryStore {
             w.bytes_u32(t);
         }
         w.into_bytes()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+    use crate::identity::{DeviceSecretKey, RootSecretKey};
+
+    struct Source(BTreeMap<AttachmentRef, Visit>);
+
+    impl VisitSource for Source {
+        fn visit(&self, at: &AttachmentRef) -> Option<Visit> {
+            self.0.get(at).cloned()
+        }
+    }
+
+    /// A batch naming one visit ID twice keeps the first, on the one-by-one path (small batches)
+    /// and on the rebuilding path (large ones) alike, so replicas agree.
+    #[test]
+    fn a_repeated_id_in_a_batch_keeps_the_first_on_both_paths() {
+        let identity = RootSecretKey::from_secret_bytes(&[1; 32]).public();
+        let device = DeviceSecretKey::from_secret_bytes(&[2; 32]).public();
+        let envelope = crate::envelope::EnvelopeId(crate::hash::Hash::from_bytes([3; 32]));
+        for n in [3u32, 3000] {
+            let mut source = Source(BTreeMap::new());
+            let mut batch = Vec::new();
+            for i in 0..n {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&(if i == n - 1 { 0 } else { i + 1 }).to_be_bytes());
+                id[15] = 9;
+                let id = ItemId::from_bytes(id);
+                let at = AttachmentRef { envelope, index: i };
+                let visit = Visit {
+                    id,
+                    url: format!("https://example.org/{i}"),
+                    title: String::new(),
+                    visited_at_ms: 1_000 + u64::from(i),
+                    transition: Transition::Link,
+                    device,
+                };
+                source.0.insert(at, visit);
+                batch.push((id, 1_000 + u64::from(i), at));
+            }
+            // The last one repeats the ID of the first.
+            let first = batch[0].0;
+            batch[n as usize - 1].0 = first;
+            let mut store = HistoryStore::default();
+            let (added, redact) = store.add(&identity, batch, &source);
+            assert!(redact.is_empty());
+            assert_eq!(added.len(), n as usize - 1, "n = {n}");
+            assert_eq!(store.len(), n as usize - 1);
+            assert_eq!(store.by_time.len(), n as usize - 1);
+            assert_eq!(store.get(&first, &source).unwrap().url, "https://example.org/0", "n = {n}");
+            assert_eq!(store.recent(&source).count(), n as usize - 1);
+        }
     }
 }

@@ -324,7 +324,7 @@ struct LogVisits<'a>(&'a BTreeMap<EnvelopeId, VerifiedEnvelope>);
 impl history::VisitSource for LogVisits<'_> {
     fn visit(&self, at: &AttachmentRef) -> Option<Visit> {
         let envelope = self.0.get(&at.envelope)?;
-        let bytes = envelope.attachments().get(usize::try_from(at.index).ok()?)?.as_ref()?;
+        let bytes = envelope.attachment(usize::try_from(at.index).ok()?)?;
         Visit::decode(bytes, *envelope.author()).ok()
     }
 }
@@ -646,7 +646,7 @@ impl BrowserState {
                 self.doc.transact_mut().apply_update(decoded).map_err(|e| IngestError::Yrs(e.to_string()))?;
                 self.client_owner.insert(client, author);
                 for value in values {
-                    self.index_value(value, false);
+                    self.index_value(value, !trusted);
                 }
             }
             KIND_HISTORY => {
@@ -654,7 +654,7 @@ impl BrowserState {
                 match HistoryOp::decode(envelope.payload())? {
                     HistoryOp::Visits => {
                         let mut visits = Vec::with_capacity(envelope.attachments().len());
-                        for (index, attachment) in envelope.attachments().iter().enumerate() {
+                        for (index, attachment) in envelope.attachments().enumerate() {
                             if let Some(bytes) = attachment {
                                 let at = AttachmentRef {
                                     envelope: envelope.id(),
@@ -687,7 +687,7 @@ impl BrowserState {
                         return Ok(Some(()));
                     }
                     HistoryOp::Delete(deletion) => {
-                        if !envelope.attachments().is_empty() {
+                        if envelope.attachments().len() > 0 {
                             return Err(DecodeError::NonCanonical {
                                 what: "history deletion",
                                 reason: "has attachments",
@@ -731,15 +731,26 @@ impl BrowserState {
         }
     }
 
-    fn index_value(&mut self, value: VerifiedRegisterValue, local: bool) {
+    /// Merges a remote value into its register; `announce`: tell the app (not on a restore).
+    fn index_value(&mut self, value: VerifiedRegisterValue, announce: bool) {
         let by = *value.author();
-        let change = change_of(value.path());
+        let change = if announce { change_of(value.path()) } else { None };
         if value.path().starts_with("b/") {
             self.bookmark_cache.take();
         }
-        self.registers.entry(value.path().to_owned()).or_default().insert(value);
+        match self.registers.get_mut(value.path()) {
+            Some(register) => {
+                register.insert(value);
+            }
+            None => {
+                let mut register = Register::new();
+                let path = value.path().to_owned();
+                register.insert(value);
+                self.registers.insert(path, register);
+            }
+        }
         if let Some((kind, id)) = change {
-            self.events.push_back(Event::Changed { kind, id, by, local });
+            self.events.push_back(Event::Changed { kind, id, by, local: false });
         }
     }
 

@@ -551,7 +551,7 @@ impl Engine {
     pub fn load(
         config: Config,
         identity: &[u8],
-        records: Vec<(RecordKey, Vec<u8>)>,
+        records: impl IntoIterator<Item = (RecordKey, Vec<u8>)>,
         rng_seed: [u8; 32],
         now_ms: u64,
     ) -> Result<Self, LoadError> {
@@ -567,8 +567,11 @@ impl Engine {
         let mut registry = DeviceRegistry::new(*cert.identity());
         let _ = registry.add_certificate(cert);
         let mut envelopes: Vec<(u64, VerifiedEnvelope)> = Vec::new();
-        for (record_key, bytes) in &records {
-            let body = storage::open_record(&key, record_key, bytes)?;
+        // Each record is dropped once decoded (the driver may hand them over one at a time), so
+        // a cold open never holds the stored bytes twice.
+        for (record_key, bytes) in records {
+            let record_key = &record_key;
+            let body = storage::open_record(&key, record_key, &bytes)?;
             match record_key {
                 RecordKey::Registry => {
                     merge_registry_record(&mut registry, body).map_err(|e| LoadError::Torn("registry".into(), e))?
