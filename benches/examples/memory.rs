@@ -159,7 +159,9 @@ fn main() {
     // --- Kathon: cold open ---
     let base = phase();
     let (identity, stored_records) = read_records(&path);
+    let started = std::time::Instant::now();
     let engine = Engine::load(Config::default(), &identity, stored_records, [8; 32], now).unwrap();
+    let kathon_open_time = started.elapsed();
     drop(identity);
     let kathon_open_peak = peak() - base;
     let kathon_open = current() - base;
@@ -178,7 +180,9 @@ fn main() {
     let base = phase();
     let state = std::fs::read(dir.join("yjs.bin")).unwrap();
     let doc = yrs::Doc::with_client_id(2);
+    let started = std::time::Instant::now();
     doc.transact_mut().apply_update(Update::decode_v1(&state).unwrap()).unwrap();
+    let yjs_open_time = started.elapsed();
     drop(state);
     let yjs_open_peak = peak() - base;
     let yjs_open = current() - base;
@@ -192,6 +196,9 @@ fn main() {
         size.bookmarks, size.visits, size.passwords
     );
     println!("stored: Kathon {stored} bytes (records file), Yjs {yjs_bytes} bytes (v1 state)");
+    println!(
+        "cold open (from the bytes read to a loaded replica; one run, a rough figure): Kathon {kathon_open_time:?}, Yjs (yrs) {yjs_open_time:?}"
+    );
     println!();
     println!(
         "| phase | Kathon peak | Kathon resident | Yjs (yrs) peak | Yjs resident | resident B/record Kathon / Yjs | ratio |"

@@ -295,37 +295,20 @@ impl HistoryStore {
         visits: Vec<(ItemId, u64, AttachmentRef)>,
         source: &dyn VisitSource,
     ) -> (Vec<ItemId>, Vec<AttachmentRef>) {
+        let mut added = Vec::new();
         let mut redact = Vec::new();
-        let mut fresh = Vec::with_capacity(visits.len());
         for (id, at_ms, stored_at) in visits {
             if self.tombstones.iter().any(|t| t.matches(identity, id, at_ms, &|| source.visit(&stored_at))) {
                 redact.push(stored_at);
                 continue;
             }
-            if !self.visits.contains_key(&id) {
-                fresh.push((id, Entry { at_ms, stored_at }));
+            // One ID twice (in a batch or across): the first one counts, on every replica.
+            if self.visits.contains_key(&id) {
+                continue;
             }
-        }
-        // One ID twice in a batch: the first one counts, as if they had come one by one.
-        fresh.sort_by_key(|(id, _)| *id);
-        fresh.dedup_by_key(|(id, _)| *id);
-        let added: Vec<ItemId> = fresh.iter().map(|(id, _)| *id).collect();
-        // A big batch (an import, a cold open: 16,384 visits an envelope) is merged by rebuilding
-        // both trees from sorted runs, which is several times cheaper than inserting one by one.
-        if fresh.len() >= 1024 && fresh.len().saturating_mul(4) >= self.visits.len() {
-            let mut times: Vec<(u64, ItemId)> = std::mem::take(&mut self.by_time).into_iter().collect();
-            times.extend(fresh.iter().map(|(id, e)| (e.at_ms, *id)));
-            times.sort_unstable();
-            self.by_time = times.into_iter().collect();
-            let mut all: Vec<(ItemId, Entry)> = std::mem::take(&mut self.visits).into_iter().collect();
-            all.extend(fresh);
-            all.sort_unstable_by_key(|(id, _)| *id);
-            self.visits = all.into_iter().collect();
-        } else {
-            for (id, entry) in fresh {
-                self.by_time.insert((entry.at_ms, id));
-                self.visits.insert(id, entry);
-            }
+            self.by_time.insert((at_ms, id));
+            self.visits.insert(id, Entry { at_ms, stored_at });
+            added.push(id);
         }
         (added, redact)
     }
@@ -444,10 +427,9 @@ mod tests {
         }
     }
 
-    /// A batch naming one visit ID twice keeps the first, on the one-by-one path (small batches)
-    /// and on the rebuilding path (large ones) alike, so replicas agree.
+    /// A batch naming one visit ID twice keeps the first, small or large, so replicas agree.
     #[test]
-    fn a_repeated_id_in_a_batch_keeps_the_first_on_both_paths() {
+    fn a_repeated_id_in_a_batch_keeps_the_first() {
         let identity = RootSecretKey::from_secret_bytes(&[1; 32]).public();
         let device = DeviceSecretKey::from_secret_bytes(&[2; 32]).public();
         let envelope = crate::envelope::EnvelopeId(crate::hash::Hash::from_bytes([3; 32]));
