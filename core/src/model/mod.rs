@@ -476,7 +476,8 @@ impl BrowserState {
 
     /// Re-applies an envelope read back from this device's own storage, after the storage's
     /// integrity check: signatures are not checked again (see `docs/protocol.md`, persistence).
-    /// Envelopes must come in the order they were first applied.
+    /// Envelopes must come in the order they were first applied; call
+    /// [`BrowserState::finish_restore`] after the last one.
     pub fn restore(&mut self, envelope: VerifiedEnvelope) -> Result<(), IngestError> {
         if self.log.contains_key(&envelope.id()) {
             return Ok(());
@@ -497,6 +498,12 @@ impl BrowserState {
         self.apply_remote(envelope, false, true)?;
         self.events.clear();
         Ok(())
+    }
+
+    /// Ends a run of [`BrowserState::restore`]s: indexes what they staged. Until then the
+    /// history shows none of the restored visits.
+    pub fn finish_restore(&mut self) {
+        self.history.settle();
     }
 
     /// Advances local time: applies envelopes whose timestamps were too far ahead. Returns the
@@ -672,9 +679,14 @@ impl BrowserState {
                             }
                         }
                         self.record(envelope);
+                        if trusted {
+                            let redact = self.history.stage(&self.identity, visits, &LogVisits(&self.log));
+                            self.redact(&redact);
+                            return Ok(Some(()));
+                        }
                         let (added, redact) = self.history.add(&self.identity, visits, &LogVisits(&self.log));
                         self.redact(&redact);
-                        if !trusted {
+                        {
                             for id in added {
                                 self.events.push_back(Event::Changed {
                                     kind: ChangeKind::History,

@@ -601,6 +601,7 @@ impl Engine {
                 state.restore(envelope).map_err(|e| LoadError::Inconsistent(e.to_string()))?;
                 engine.durable.insert(author, seq);
             }
+            state.finish_restore();
             state.handle_timeout(now_ms);
             let _ = state.take_redacted();
         }
