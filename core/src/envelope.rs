@@ -252,6 +252,11 @@ impl Envelope {
 
     fn encode_body(&self) -> Writer {
         let mut w = Writer::with_capacity(self.encoded_len());
+        self.write_body(&mut w);
+        w
+    }
+
+    fn write_body(&self, w: &mut Writer) {
         w.u8(ENVELOPE_FORMAT).u8(self.kind).raw(self.author.as_bytes()).u64(self.seq);
         if let Some(prev) = &self.prev {
             w.raw(prev.as_bytes());
@@ -263,7 +268,6 @@ impl Envelope {
         for hash in &self.attachment_hashes {
             w.raw(hash.as_bytes());
         }
-        w
     }
 
     /// Size of the encoding.
@@ -282,13 +286,19 @@ impl Envelope {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = self.encode_body();
+        let mut w = Writer::with_capacity(self.encoded_len());
+        self.write_to(&mut w);
+        debug_assert_eq!(w.len(), self.encoded_len());
+        w.into_bytes()
+    }
+
+    /// Appends the canonical encoding to `w` (storage writes it straight into its record).
+    pub(crate) fn write_to(&self, w: &mut Writer) {
+        self.write_body(w);
         w.raw(&self.signature);
         for attachment in self.attachments.iter() {
             w.bytes_u32(attachment.unwrap_or_default());
         }
-        debug_assert_eq!(w.len(), self.encoded_len());
-        w.into_bytes()
     }
 
     /// Decodes untrusted bytes (the whole input must be one envelope).
@@ -459,6 +469,9 @@ impl VerifiedEnvelope {
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         self.0.encode()
+    }
+    pub(crate) fn write_to(&self, w: &mut Writer) {
+        self.0.write_to(w);
     }
     /// Size of the encoding.
     pub fn encoded_len(&self) -> usize {

@@ -236,15 +236,17 @@ async fn write_storage(shared: Shared) {
         let mut failed = None;
         'batches: for batch in &group {
             for (key, bytes) in &batch.puts {
+                // Copied into JavaScript at once (IndexedDB takes a copy anyway): no second copy
+                // of a large batch in wasm memory, which never shrinks.
                 let value = match (key, &passphrase) {
                     (RecordKey::Identity, Some(passphrase)) => match crate::seal_identity(passphrase, bytes) {
-                        Ok(sealed) => sealed,
+                        Ok(sealed) => Uint8Array::from(sealed.as_slice()),
                         Err(e) => {
                             failed = Some(e);
                             break 'batches;
                         }
                     },
-                    _ => bytes.clone(),
+                    _ => Uint8Array::from(bytes.as_slice()),
                 };
                 puts.push((key.to_text(), value));
             }

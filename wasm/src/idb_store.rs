@@ -63,7 +63,7 @@ impl Db {
     }
 
     /// Writes records in one strict read-write transaction; resolves when it has committed.
-    pub(crate) async fn write(&self, puts: &[(String, Vec<u8>)]) -> Result<(), JsValue> {
+    pub(crate) async fn write(&self, puts: &[(String, Uint8Array)]) -> Result<(), JsValue> {
         let names = Array::of1(&JsValue::from_str(RECORDS));
         // `durability: "strict"`: `complete` fires only once the data is on disk. (The typed
         // binding is behind web-sys's unstable APIs; the call is the same.)
@@ -75,9 +75,8 @@ impl Db {
             .map_err(|e| error::from_dom("cannot start a transaction", &e))?
             .dyn_into::<web_sys::IdbTransaction>()?;
         let store = tx.object_store(RECORDS).map_err(|e| error::from_dom("no records store", &e))?;
-        for (key, bytes) in puts {
-            let value = Uint8Array::from(bytes.as_slice());
-            store.put_with_key(&value, &JsValue::from_str(key)).map_err(|e| error::from_dom("cannot write", &e))?;
+        for (key, value) in puts {
+            store.put_with_key(value, &JsValue::from_str(key)).map_err(|e| error::from_dom("cannot write", &e))?;
         }
         let tx_raw = tx.clone();
         let tx: idb::Transaction = tx.into();

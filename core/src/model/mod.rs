@@ -1716,7 +1716,8 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         // Visits, as attachments, in envelopes of bounded size.
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut batch_len = 0usize;
-        let mut batch_visits: Vec<Visit> = Vec::new();
+        // Only what the index needs is kept of each visit once it is encoded.
+        let mut batch_visits: Vec<(ItemId, u64)> = Vec::new();
         for visit in visits {
             let bytes = visit.encode();
             if !batch.is_empty()
@@ -1728,7 +1729,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             }
             batch_len = batch_len.saturating_add(bytes.len());
             batch.push(bytes);
-            batch_visits.push(visit);
+            batch_visits.push((visit.id, visit.visited_at_ms));
         }
         if !batch.is_empty() {
             out.push(state.commit_visits(batch, batch_visits)?);
@@ -1767,17 +1768,17 @@ impl BrowserState {
         self.sign_and_apply(KIND_DOC_UPDATE, payload, Vec::new())
     }
 
-    fn commit_visits(&mut self, attachments: Vec<Vec<u8>>, visits: Vec<Visit>) -> Result<VerifiedEnvelope, ModelError> {
+    fn commit_visits(
+        &mut self,
+        attachments: Vec<Vec<u8>>,
+        visits: Vec<(ItemId, u64)>,
+    ) -> Result<VerifiedEnvelope, ModelError> {
         let envelope = self.sign_and_apply(KIND_HISTORY, HistoryOp::Visits.encode(), attachments)?;
         let refs = visits
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
-                (
-                    v.id,
-                    v.visited_at_ms,
-                    AttachmentRef { envelope: envelope.id(), index: u32::try_from(i).unwrap_or(u32::MAX) },
-                )
+                (v.0, v.1, AttachmentRef { envelope: envelope.id(), index: u32::try_from(i).unwrap_or(u32::MAX) })
             })
             .collect();
         let (added, redact) = self.history.add(&self.identity, refs, &LogVisits(&self.log));

@@ -1207,8 +1207,7 @@ impl Engine {
             state.envelopes_from(usize::try_from(stored).unwrap_or(usize::MAX)).collect();
         for envelope in fresh {
             let record_key = RecordKey::Envelope(envelope.id());
-            let body = storage::envelope_body(self.next_order, &envelope.encode());
-            puts.push((record_key, storage::seal_record(&key, &record_key, &body)));
+            puts.push((record_key, storage::seal_envelope_record(&key, &record_key, self.next_order, envelope)));
             envelopes.push((envelope.id(), *envelope.author(), envelope.seq()));
             self.next_order = self.next_order.saturating_add(1);
         }
@@ -1219,8 +1218,7 @@ impl Engine {
             }
             if let Some(envelope) = state.envelope(&id) {
                 let record_key = RecordKey::Envelope(id);
-                let body = storage::envelope_body(position as u64, &envelope.encode());
-                puts.push((record_key, storage::seal_record(&key, &record_key, &body)));
+                puts.push((record_key, storage::seal_envelope_record(&key, &record_key, position as u64, envelope)));
                 let count = self.dirty.entry(id).or_insert(0);
                 *count = count.saturating_add(1);
                 rewritten.push(id);

@@ -126,12 +126,22 @@ pub(crate) fn peek_body(bytes: &[u8]) -> Option<&[u8]> {
     r.bytes_u32(u32::MAX, "record body").ok()
 }
 
-/// An envelope record body: its place in the apply order, then the envelope.
-pub(crate) fn envelope_body(order: u64, envelope: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(envelope.len().saturating_add(8));
-    body.extend_from_slice(&order.to_be_bytes());
-    body.extend_from_slice(envelope);
-    body
+/// Seals an envelope record — body: its place in the apply order, then the envelope — encoding
+/// the envelope straight into the record (a history envelope is up to 4 MiB: one copy, not three).
+pub(crate) fn seal_envelope_record(
+    storage_key: &[u8; 32],
+    key: &RecordKey,
+    order: u64,
+    envelope: &crate::envelope::VerifiedEnvelope,
+) -> Vec<u8> {
+    let kind = kind_of(key);
+    let body_len = envelope.encoded_len().saturating_add(8);
+    let mut w = Writer::with_capacity(body_len.saturating_add(1 + 1 + 4 + 32));
+    w.u8(RECORD_FORMAT).u8(kind).u32(u32::try_from(body_len).unwrap_or(u32::MAX)).u64(order);
+    envelope.write_to(&mut w);
+    let tag = mac(storage_key, kind, w.as_bytes().get(6..).unwrap_or_default());
+    w.raw(&tag);
+    w.into_bytes()
 }
 
 pub(crate) fn split_envelope_body(body: &[u8]) -> Option<(u64, &[u8])> {
