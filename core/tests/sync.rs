@@ -652,3 +652,43 @@ fn grouped_commits_reach_peers_and_survive_crashes() {
         assert!(state.envelope(id).is_some(), "an acknowledged envelope was lost");
     }
 }
+
+/// A summary that left the peer before envelopes reached it does not make them go out again:
+/// over 20 s of edits (one every 100 ms, 50 ms one way, a summary every 3 s each way), every
+/// envelope crosses the link once, and the replicas converge.
+#[test]
+fn envelopes_in_flight_are_not_sent_twice_when_a_summary_crosses_them() {
+    use std::sync::{Arc, Mutex};
+    let mut net = net(42);
+    let a = net.add_founder("laptop");
+    let b = net.add_paired(a, "phone");
+    net.faults = Faults { latency_ms: 50, ..Faults::NONE };
+    net.run_for(5_000);
+    let sent: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let log = sent.clone();
+    net.tamper = Some(Box::new(move |from, _to, frame| {
+        // Whole-message frames whose message is an envelope (tag 6).
+        if from == 0 && frame.get(1) == Some(&0) && frame.get(2) == Some(&6) {
+            log.lock().unwrap().push(frame.clone());
+        }
+        Some(frame)
+    }));
+    let before = net.engine(a).state().unwrap().envelopes().count();
+    for i in 0..200 {
+        let now = net.now_ms;
+        net.engine(a)
+            .transact(now, |e| e.add_bookmark(ItemId::MENU, None, NodeKind::Separator, &format!("{i}"), None))
+            .unwrap();
+        net.run_for(100);
+    }
+    net.run_for(10_000);
+    assert!(net.converged());
+    let made = net.engine(a).state().unwrap().envelopes().count() - before;
+    let frames = sent.lock().unwrap().clone();
+    let mut unique = frames.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), made, "every new envelope reached B");
+    assert_eq!(frames.len(), made, "{} envelope frames for {made} envelopes: some went twice", frames.len());
+    assert_eq!(net.engine(b).state().unwrap().bookmarks().children(&ItemId::MENU).len(), 200);
+}

@@ -375,6 +375,9 @@ struct Peer {
     outbox: VecDeque<Vec<u8>>,
     queued_bytes: usize,
     their_heads: BTreeMap<DeviceId, u64>,
+    /// Per author, the highest sequence number queued for this peer and when: a summary sent
+    /// before those envelopes arrived must not make them go out twice.
+    queued_up_to: BTreeMap<DeviceId, (u64, u64)>,
     their_vault_keys: BTreeSet<VaultKeyId>,
     send_queue: VecDeque<EnvelopeId>,
     pairing_code: Option<[u8; 8]>,
@@ -864,6 +867,7 @@ impl Engine {
             outbox: VecDeque::new(),
             queued_bytes: 0,
             their_heads: BTreeMap::new(),
+            queued_up_to: BTreeMap::new(),
             their_vault_keys: BTreeSet::new(),
             send_queue: VecDeque::new(),
             pairing_code: None,
@@ -1136,7 +1140,21 @@ impl Engine {
     fn handle_summary(&mut self, peer: PeerKey, device: DeviceId, heads: &[([u8; 32], u64)], vault_keys: &[[u8; 16]]) {
         let Some(state) = self.state.as_ref() else { return };
         let Some(p) = self.peers.get_mut(&peer) else { return };
-        p.their_heads = heads.iter().filter_map(|(d, s)| DeviceId::from_bytes(d).ok().map(|d| (d, *s))).collect();
+        let now = self.now_ms;
+        let grace = self.config.summary_interval_ms;
+        p.their_heads = heads
+            .iter()
+            .filter_map(|(d, s)| DeviceId::from_bytes(d).ok().map(|d| (d, *s)))
+            .map(|(d, s)| {
+                // Envelopes queued within the last summary interval may still be on their way:
+                // this summary can be older than them. If they were lost, the next summary says
+                // so again, after the grace, and they are sent again then.
+                match p.queued_up_to.get(&d) {
+                    Some((up_to, at)) if *up_to > s && now.saturating_sub(*at) < grace => (d, *up_to),
+                    _ => (d, s),
+                }
+            })
+            .collect();
         p.their_vault_keys = vault_keys.iter().map(|k| VaultKeyId(*k)).collect();
         // Exactly what the peer lacks, in the order this device applied it (a causal order),
         // and only what is durable here.
@@ -1150,6 +1168,7 @@ impl Engine {
                 p.send_queue.push_back(envelope.id());
                 let head = next_heads.entry(author).or_insert(0);
                 *head = (*head).max(envelope.seq());
+                p.queued_up_to.insert(author, (*head, now));
             }
         }
         p.their_heads = next_heads;
@@ -1304,6 +1323,7 @@ impl Engine {
     /// Sends newly durable envelopes to every established peer that lacks them.
     fn relay(&mut self) {
         let Some(state) = self.state.as_ref() else { return };
+        let now = self.now_ms;
         for p in self.peers.values_mut() {
             if p.established().is_none() {
                 continue;
@@ -1316,6 +1336,7 @@ impl Engine {
                 if envelope.seq() > have && envelope.seq() <= durable && !queued.contains(&envelope.id()) {
                     p.send_queue.push_back(envelope.id());
                     p.their_heads.insert(author, envelope.seq());
+                    p.queued_up_to.insert(author, (envelope.seq(), now));
                 }
             }
             p.summary_due = true;
