@@ -35,6 +35,8 @@ const want = (section) => (!ONLY || ONLY.includes(section)) && !(section === 'rt
 const RTC = want('rtc');
 const RTC_BYTES = (small ? 8 : 64) << 20;
 const TRIALS = small ? 3 : 10;
+// Extra flags for the native side (e.g. `--native-args "--send-buffer 65536"`), for experiments.
+const NATIVE_ARGS = args.includes('--native-args') ? args[args.indexOf('--native-args') + 1].split(' ') : [];
 const LIBS = ['kathon', 'yjs', 'automerge'];
 const dist = join(root, 'target/bench-browser');
 const work = mkdtempSync(join(tmpdir(), 'kathon-bench-'));
@@ -158,7 +160,7 @@ async function rtcSections() {
       let throughput = null;
       await inNs(join(work, 'rtc-native'), async (page) => {
         for (let trial = 0; trial < TRIALS; trial += 1) {
-          const child = spawn('ip', ['netns', 'exec', lan.ns(1), native, '--answer', '--bind', lan.addr(1)], { stdio: ['pipe', 'pipe', 'ignore'] });
+          const child = spawn('ip', ['netns', 'exec', lan.ns(1), native, '--answer', '--bind', lan.addr(1), ...NATIVE_ARGS], { stdio: ['pipe', 'pipe', 'ignore'] });
           lan.children.push(child);
           const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
           const offer = await page.evaluate(() => bench.transport.nativeOffer());

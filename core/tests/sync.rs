@@ -667,8 +667,8 @@ fn envelopes_in_flight_are_not_sent_twice_when_a_summary_crosses_them() {
     let sent: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let log = sent.clone();
     net.tamper = Some(Box::new(move |from, _to, frame| {
-        // Whole-message frames whose message is an envelope (tag 6).
-        if from == 0 && frame.get(1) == Some(&0) && frame.get(2) == Some(&6) {
+        // Whole-message frames whose message is an envelope (tag 6, or 11 deflated).
+        if from == 0 && frame.get(1) == Some(&0) && matches!(frame.get(2), Some(&6 | &11)) {
             log.lock().unwrap().push(frame.clone());
         }
         Some(frame)

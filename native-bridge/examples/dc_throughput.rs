@@ -44,6 +44,16 @@ struct Side {
     nudges: mpsc::Receiver<()>,
 }
 
+/// The send-buffer limit (`--send-buffer BYTES`; the bridge's own by default).
+fn send_buffer() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--send-buffer")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEND_BUFFER_LIMIT)
+}
+
 async fn side(bind: &str) -> Side {
     let (handler, gathered, nudges) = ConnectionHandler::new();
     let pc = PeerConnectionBuilder::new()
@@ -51,7 +61,7 @@ async fn side(bind: &str) -> Side {
         .with_setting_engine(setting_engine())
         .with_handler(Arc::new(handler))
         .with_udp_addrs(vec![format!("{bind}:0")])
-        .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
+        .with_data_channel_send_buffer_limit(send_buffer())
         .build()
         .await
         .unwrap();
