@@ -64,7 +64,10 @@ async function inBrowser(profileDir, url, body) {
 log('==> building the wasm floor (kathon-bench-wasm, wasm-release like the package), the bench page (Vite), the realistic profile');
 execFileSync('cargo', ['build', '-q', '--locked', '-p', 'kathon-bench-wasm', '--profile', 'wasm-release', '--target', 'wasm32-unknown-unknown'], { cwd: root, stdio: 'inherit' });
 execFileSync('wasm-bindgen', ['--target', 'web', '--out-dir', join(root, 'target/bench-wasm-pkg'), join(root, 'target/wasm32-unknown-unknown/wasm-release/kathon_bench_wasm.wasm')], { cwd: root, stdio: 'inherit' });
-if (RTC) execFileSync('cargo', ['build', '-q', '--locked', '--release', '-p', 'kathon-bridge', '--example', 'dc_throughput'], { cwd: root, stdio: 'inherit' });
+// The smoke run (--small, in CI) uses a debug build: its figures are not read, and CI has the
+// bridge's debug dependencies built already.
+const nativeProfile = small ? 'debug' : 'release';
+if (RTC) execFileSync('cargo', ['build', '-q', '--locked', ...(small ? [] : ['--release']), '-p', 'kathon-bridge', '--example', 'dc_throughput'], { cwd: root, stdio: 'inherit' });
 execFileSync(process.execPath, [join(root, 'tests/e2e/node_modules/vite/bin/vite.js'), 'build'], { cwd: here, stdio: 'inherit' });
 // The small profile comes from a debug build (CI has it compiled already); the full one from release.
 const cargoProfile = small ? [] : ['--release'];
@@ -128,7 +131,7 @@ try {
 
 /** The WebRTC sections, inside machine 1 of a one-machine namespaced LAN. */
 async function rtcSections() {
-  const lan = new Lan(1, work, join(root, 'target/release/kathon-bridge'));
+  const lan = new Lan(1, work, join(root, `target/${nativeProfile}/kathon-bridge`));
   try {
     const served = spawn('ip', ['netns', 'exec', lan.ns(1), process.execPath, join(here, 'serve.mjs'), dist], { stdio: ['ignore', 'pipe', 'inherit'] });
     lan.children.push(served);
@@ -155,7 +158,7 @@ async function rtcSections() {
       log(`  two Kathon stores in one page: connect to authenticated session median ${median(k.sessionMs).toFixed(1)} ms`);
     }
     {
-      const native = join(root, 'target/release/examples/dc_throughput');
+      const native = join(root, `target/${nativeProfile}/examples/dc_throughput`);
       const connectMs = [];
       let throughput = null;
       await inNs(join(work, 'rtc-native'), async (page) => {

@@ -129,7 +129,10 @@ try {
       await page.goto(server.url);
       await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
       const outcome = await page.evaluate(async () => {
-        for (let i = 0; i < 400; i += 1) store.addBookmark({ title: `bookmark ${i} ${'x'.repeat(200)}`, url: `https://example.org/${i}` });
+        // Random titles: local changes are committed in groups, and Chromium compresses large
+        // IndexedDB values, so repetitive ones would fit the quota.
+        const noise = () => Array.from(crypto.getRandomValues(new Uint8Array(100)), (b) => b.toString(16).padStart(2, '0')).join('');
+        for (let i = 0; i < 400; i += 1) store.addBookmark({ title: `bookmark ${i} ${noise()}`, url: `https://example.org/${i}` });
         try {
           await store.flush();
           return { flushed: true };
