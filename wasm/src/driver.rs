@@ -36,6 +36,20 @@ pub(crate) struct RtcPeer {
     _closures: Vec<Closure<dyn FnMut(JsValue)>>,
 }
 
+impl RtcPeer {
+    /// Closes the connection. Its handlers are detached first: the browser still fires `close`
+    /// and state events after `close()`, and they must not reach closures about to be dropped.
+    pub(crate) fn shut(self) {
+        self.dc.set_onopen(None);
+        self.dc.set_onmessage(None);
+        self.dc.set_onclose(None);
+        self.dc.set_onbufferedamountlow(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.set_onicegatheringstatechange(None);
+        self.pc.close();
+    }
+}
+
 /// How signals reach the bridge.
 pub(crate) enum SignalingLink {
     /// A WebSocket to the local bridge.
@@ -432,7 +446,7 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
     // A new offer for a known endpoint replaces its old connection.
     if let Some(old) = inner.by_endpoint.remove(endpoint) {
         if let Some(p) = inner.rtc.remove(&old) {
-            p.pc.close();
+            p.shut();
         }
         if let Some(engine) = inner.engine.as_mut() {
             engine.handle_peer_down(old);
@@ -547,7 +561,7 @@ fn peer_gone(shared: &Shared, key: PeerKey, endpoint: &str) {
     let retry = {
         let Ok(mut inner) = shared.try_borrow_mut() else { return };
         let Some(peer) = inner.rtc.remove(&key) else { return };
-        peer.pc.close();
+        peer.shut();
         if inner.by_endpoint.get(endpoint) == Some(&key) {
             inner.by_endpoint.remove(endpoint);
         }

@@ -961,10 +961,13 @@ impl KathonStore {
         let Ok(mut inner) = self.shared.try_borrow_mut() else { return };
         inner.closed = true;
         for (_, peer) in std::mem::take(&mut inner.rtc) {
-            peer.pc.close();
+            peer.shut();
         }
         if let Some(driver::SignalingLink::Socket { ws, .. }) = inner.signaling.take() {
             ws.set_onclose(None);
+            ws.set_onmessage(None);
+            ws.set_onopen(None);
+            ws.set_onerror(None);
             let _ = ws.close();
         }
         if let Some((handle, _)) = inner.timer.take() {
