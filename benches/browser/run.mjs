@@ -30,9 +30,11 @@ const small = args.includes('--small');
 const ROUNDS = flag('--rounds', 3);
 const WRITES = flag('--writes', 2000);
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null;
-/** Sections: write, profile, signatures, rtc (`--only write,rtc`; `--no-rtc` drops rtc). */
-const want = (section) => (!ONLY || ONLY.includes(section)) && !(section === 'rtc' && args.includes('--no-rtc'));
-const RTC = want('rtc');
+/** Sections: write, profile, signatures, sync (full sync, WebRTC), rtc (connect, throughput)
+ *  (`--only write,rtc`; `--no-rtc` drops both WebRTC sections). */
+const want = (section) =>
+  (!ONLY || ONLY.includes(section)) && !(['rtc', 'sync'].includes(section) && args.includes('--no-rtc'));
+const RTC = want('rtc') || want('sync');
 const RTC_BYTES = (small ? 8 : 64) << 20;
 const TRIALS = small ? 3 : 10;
 // Extra flags for the native side (e.g. `--native-args "--send-buffer 65536"`), for experiments.
@@ -138,8 +140,8 @@ async function rtcSections() {
     const url = (await createInterface({ input: served.stdout })[Symbol.asyncIterator]().next()).value.trim();
     const inNs = (profileDir, body) => inBrowserWith(lan.chromium(1), profileDir, url, body);
 
-    log(`==> full sync between two in-page peers (real WebRTC inside a namespace), the ${small ? 'small' : 'realistic'} profile`);
-    for (const lib of LIBS) {
+    if (want('sync')) log(`==> full sync between two in-page peers (real WebRTC inside a namespace), the ${small ? 'small' : 'realistic'} profile`);
+    for (const lib of want('sync') ? LIBS : []) {
       const dir = join(work, `sync-${lib}`);
       const r = await inNs(dir, (page) => page.evaluate(async (lib) => bench.fullSync[lib](await (await fetch('profile.json')).json()), lib));
       rmSync(dir, { recursive: true, force: true });
@@ -147,8 +149,8 @@ async function rtcSections() {
       log(`  ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms to a durable copy on B; ${JSON.stringify(r.counts)}`);
     }
 
-    log(`==> WebRTC connect and throughput (${TRIALS} connections each; ${RTC_BYTES >> 20} MiB each way)`);
-    {
+    if (want('rtc')) log(`==> WebRTC connect and throughput (${TRIALS} connections each; ${RTC_BYTES >> 20} MiB each way)`);
+    if (want('rtc')) {
       const dir = join(work, 'rtc-chromium');
       const r = await inNs(dir, (page) => page.evaluate(([t, b]) => bench.transport.chromium(t, b), [TRIALS, RTC_BYTES]));
       results.transport.chromium = r;
@@ -157,7 +159,7 @@ async function rtcSections() {
       results.transport.kathonInPage = k;
       log(`  two Kathon stores in one page: connect to authenticated session median ${median(k.sessionMs).toFixed(1)} ms`);
     }
-    {
+    if (want('rtc')) {
       const native = join(root, `target/${nativeProfile}/examples/dc_throughput`);
       const connectMs = [];
       let throughput = null;
@@ -250,9 +252,13 @@ summary.ratios.wasmBatchVerifyVsWebCrypto = ratio(summary.signatures.webCryptoVe
 summary.ratios.wasmBatchVerifyVsWebCryptoSerial = ratio(summary.signatures.webCryptoVerifyMicrosSerial, summary.signatures.wasmVerifyBatch256Micros);
 summary.ratios.wasmIngestVsBatchFloor = ratio(summary.signatures.wasmIngestRecordsPerSecond, 1e6 / summary.signatures.wasmVerifyBatch256Micros);
 }
-if (RTC) {
-  const t = results.transport;
+if (want('sync')) {
   summary.fullSyncMs = Object.fromEntries(LIBS.map((l) => [l, Math.round(results.fullSync[l].ms)]));
+  summary.ratios.fullSyncVsYjs = ratio(summary.fullSyncMs.kathon, summary.fullSyncMs.yjs);
+  summary.ratios.fullSyncVsAutomerge = ratio(summary.fullSyncMs.kathon, summary.fullSyncMs.automerge);
+}
+if (want('rtc')) {
+  const t = results.transport;
   summary.transport = {
     chromiumConnectMs: median(t.chromium.connectMs),
     kathonInPageSessionMs: median(t.kathonInPage.sessionMs),
@@ -264,8 +270,6 @@ if (RTC) {
     chromiumToNativeMBps: t.nativeChromium.throughput.toNative / 1e6,
     nativeNativeMBps: t.nativeNative.throughputMBps,
   };
-  summary.ratios.fullSyncVsYjs = ratio(summary.fullSyncMs.kathon, summary.fullSyncMs.yjs);
-  summary.ratios.fullSyncVsAutomerge = ratio(summary.fullSyncMs.kathon, summary.fullSyncMs.automerge);
   summary.ratios.nativeSessionVsChromiumConnect = ratio(summary.transport.nativeNativeSessionMs, summary.transport.chromiumConnectMs);
   summary.ratios.nativeSessionVsKathonInPageSession = ratio(summary.transport.nativeNativeSessionMs, summary.transport.kathonInPageSessionMs);
   summary.ratios.browserNativeThroughputVsChromium = ratio(

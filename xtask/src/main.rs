@@ -92,9 +92,19 @@ fn bench(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("cost of one local edit as the tree grows", || {
         Cmd::new("cargo").args(["run", "--locked", "--release", "-p", "kathon-benches", "--example", "edit_cost"]).run()
     })?;
-    runner.step("headless Chromium: Kathon, Yjs + y-indexeddb, Automerge (artifacts/bench/browser.json)", || {
-        Cmd::new("node").args(["benches/browser/run.mjs"]).run()
-    })
+    runner.step("peak and resident memory of the realistic profile, Kathon and yrs", || {
+        Cmd::new("cargo").args(["run", "--locked", "--release", "-p", "kathon-benches", "--example", "memory"]).run()
+    })?;
+    runner.step("time-to-discover between bridges in namespaces (500 newcomers)", || {
+        Cmd::new("cargo")
+            .args(["test", "--locked", "--release", "-p", "kathon-bridge", "--test", "discovery_latency"])
+            .args(["--", "--ignored", "--nocapture"])
+            .run()
+    })?;
+    runner.step(
+        "headless Chromium: Kathon, Yjs + y-indexeddb, Automerge; signatures; full sync; WebRTC (artifacts/bench/browser.json)",
+        || Cmd::new("node").args(["benches/browser/run.mjs"]).run(),
+    )
 }
 
 /// The repository root (xtask lives one level below it).
