@@ -815,7 +815,7 @@ const signatures = {
     const strictOk = floor.verifyStrict(samples);
     const strictUs = perSig(now() - t0);
     const batchUs = {};
-    for (const size of [16, 64, 256]) {
+    for (const size of [16, 64, 256, 1024]) {
       t0 = now();
       const ok = floor.verifyBatch(samples, size);
       batchUs[size] = perSig(now() - t0);

@@ -244,12 +244,16 @@ summary.signatures = {
   wasmSignMicros: sig('signUs'),
   wasmVerifyStrictMicros: sig('strictUs'),
   wasmVerifyBatch256Micros: sig((r) => r.batchUs[256]),
+  wasmVerifyBatch1024Micros: sig((r) => r.batchUs[1024]),
   webCryptoVerifyMicrosSerial: sig('webSerialUs'),
   webCryptoVerifyMicrosInFlight: sig('webParallelUs'),
   wasmIngestRecordsPerSecond: sig((r) => (r.ingest.records * 1000) / r.ingest.ms),
 };
 summary.ratios.wasmBatchVerifyVsWebCrypto = ratio(summary.signatures.webCryptoVerifyMicrosInFlight, summary.signatures.wasmVerifyBatch256Micros);
 summary.ratios.wasmBatchVerifyVsWebCryptoSerial = ratio(summary.signatures.webCryptoVerifyMicrosSerial, summary.signatures.wasmVerifyBatch256Micros);
+summary.ratios.wasmBatch1024VerifyVsWebCrypto = ratio(summary.signatures.webCryptoVerifyMicrosInFlight, summary.signatures.wasmVerifyBatch1024Micros);
+// What ingest pays: validity is decided by verify_strict, one per envelope (docs/protocol.md).
+summary.ratios.wasmVerifyStrictVsWebCrypto = ratio(summary.signatures.webCryptoVerifyMicrosInFlight, summary.signatures.wasmVerifyStrictMicros);
 summary.ratios.wasmIngestVsBatchFloor = ratio(summary.signatures.wasmIngestRecordsPerSecond, 1e6 / summary.signatures.wasmVerifyBatch256Micros);
 }
 if (want('sync')) {
