@@ -363,3 +363,69 @@ fn a_restored_backup_reusing_a_client_id_is_caught_not_merged() {
     assert!(std::iter::from_fn(|| other.state.poll_event()).any(|e| matches!(e, Event::Equivocation(_))));
     assert_eq!(other.state.bookmarks().len(), 1, "the fork was not merged");
 }
+
+// Native only: 32,000 adds are seconds natively and far longer in a debug wasm build; the code
+// under test is the same.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn a_folder_whose_positions_would_outgrow_their_cap_refuses_the_insert_and_loses_nothing() {
+    // Appending again and again grows the last position by about a byte every 127 adds: past the
+    // 255-byte cap after ~32,000. Such an add must fail with a clear error, never write a cut
+    // position that no replica can read.
+    let fx = Fixture::new(140, 1);
+    let mut a = fx.replica(0, 1);
+    let (folder, _) = a
+        .state
+        .transact(T0, &mut a.rng, |e| e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Folder, "Inbox", None))
+        .unwrap();
+    let mut added = 0usize;
+    let mut refused = None;
+    'batches: for batch in 0..40u64 {
+        let result = a.state.transact(T0 + 1 + batch, &mut a.rng, |e| {
+            for _ in 0..1_000 {
+                e.add_bookmark(folder, None, NodeKind::Bookmark, "page", Some("https://a.example/"))?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(_) => added += 1_000,
+            Err(e) => {
+                refused = Some(e);
+                break 'batches;
+            }
+        }
+    }
+    let refused = refused.expect("an add past the cap is refused");
+    assert!(matches!(refused, kathon_core::model::ModelError::FolderFull { folder: f } if f == folder), "{refused}");
+    // The refused batch wrote nothing; fill the rest of the room one add at a time.
+    assert_eq!(a.state.bookmarks().children(&folder).len(), added);
+    for i in 0..1_000u64 {
+        let one = a.state.transact(T0 + 50 + i, &mut a.rng, |e| {
+            e.add_bookmark(folder, None, NodeKind::Bookmark, "page", Some("https://a.example/"))
+        });
+        match one {
+            Ok(_) => added += 1,
+            Err(e) => {
+                assert!(matches!(e, kathon_core::model::ModelError::FolderFull { .. }), "{e}");
+                break;
+            }
+        }
+    }
+    assert!((31_000..=33_000).contains(&added), "{added} adds fitted");
+    // Everything written is intact and readable, here and on another replica.
+    assert_eq!(a.state.bookmarks().children(&folder).len(), added);
+    let mut b = fx.replica(0, 2);
+    sync_into(&a.state, &mut b.state, T0 + 2_000);
+    assert_eq!(b.state.bookmarks().children(&folder).len(), added);
+    // A move into the full folder's end is refused the same way; the other end still has room.
+    let (other, _) = a
+        .state
+        .transact(T0 + 2_001, &mut a.rng, |e| {
+            e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Bookmark, "x", Some("https://x.example/"))
+        })
+        .unwrap();
+    let moved = a.state.transact(T0 + 2_002, &mut a.rng, |e| e.move_bookmark(&other, folder, None));
+    assert!(matches!(moved, Err(kathon_core::model::ModelError::FolderFull { .. })), "{moved:?}");
+    a.state.transact(T0 + 2_003, &mut a.rng, |e| e.move_bookmark(&other, folder, Some(0))).unwrap();
+    assert_eq!(a.state.bookmarks().children(&folder).first(), Some(&other));
+}

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `KathonIdError` | `id` |
 //! | `KathonStateError` | `not-enrolled`, `locked`, `no-root-key`, `busy`, `closed`, `not-found` |
-//! | `KathonInputError` | `invalid`, `bad-move`, `import` |
+//! | `KathonInputError` | `invalid`, `bad-move`, `folder-full`, `import` |
 //! | `KathonVaultError` | `vault-locked`, `vault-unknown-key`, `vault-tampered`, `wrong-passphrase` |
 //! | `KathonStorageError` | `storage`, `quota`, `tampered` |
 //! | `KathonNetworkError` | `signaling`, `webrtc` |
@@ -69,6 +69,7 @@ pub fn model(e: ModelError) -> JsValue {
         ModelError::Vault(v) => vault(v),
         ModelError::NotFound { .. } => state("not-found", &e.to_string()),
         ModelError::BadMove { .. } => js_error("KathonInputError", "bad-move", &e.to_string()),
+        ModelError::FolderFull { .. } => js_error("KathonInputError", "folder-full", &e.to_string()),
         ModelError::NotEnrolled => state("not-enrolled", &e.to_string()),
         _ => input(&e.to_string()),
     }

@@ -188,8 +188,8 @@ impl BookmarkTree {
     }
 
     /// The position for a new child at `index` among `parent`'s children (`exclude` is the node
-    /// being moved, which does not count).
-    pub(crate) fn position_at(&self, parent: &ItemId, index: usize, exclude: Option<&ItemId>) -> Position {
+    /// being moved, which does not count); `None` when the folder has no room left there.
+    pub(crate) fn position_at(&self, parent: &ItemId, index: usize, exclude: Option<&ItemId>) -> Option<Position> {
         let siblings = self.children(parent);
         // The excluded node does not count: indexes at or past it shift by one.
         let excluded_at = exclude.and_then(|x| siblings.iter().position(|c| c == x));

@@ -537,9 +537,9 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             if existed { tree.children(&parent).iter().filter_map(|c| tree.get(c)).collect() } else { Vec::new() };
         let next_position = |last: &mut BTreeMap<ItemId, Option<Position>>| {
             let entry = last.entry(parent).or_insert_with(|| existing.last().map(|n| n.position.clone()));
-            let p = Position::between(entry.as_ref(), None);
+            let p = Position::between(entry.as_ref(), None).ok_or(ModelError::FolderFull { folder: parent })?;
             *entry = Some(p.clone());
-            p
+            Ok::<_, ModelError>(p)
         };
         for node in nodes {
             match node {
@@ -549,7 +549,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
                         Some(id) => (id, true),
                         None => {
                             let id = self.new_id();
-                            let position = next_position(last);
+                            let position = next_position(last)?;
                             self.add_bookmark_at(id, parent, position, NodeKind::Folder, title, None)?;
                             report.folders_added = report.folders_added.saturating_add(1);
                             (id, false)
@@ -566,14 +566,14 @@ impl<R: CryptoRngCore> Edit<'_, R> {
                         continue;
                     }
                     let id = self.new_id();
-                    let position = next_position(last);
+                    let position = next_position(last)?;
                     self.add_bookmark_at(id, parent, position, NodeKind::Bookmark, title, Some(url))?;
                     report.bookmarks_added = report.bookmarks_added.saturating_add(1);
                 }
                 // Separators cannot be matched; add them only where the folder held nothing before.
                 ImportNode::Separator if existing.is_empty() => {
                     let id = self.new_id();
-                    let position = next_position(last);
+                    let position = next_position(last)?;
                     self.add_bookmark_at(id, parent, position, NodeKind::Separator, "", None)?;
                     report.bookmarks_added = report.bookmarks_added.saturating_add(1);
                 }

@@ -248,6 +248,16 @@ pub enum ModelError {
     /// No envelope with this ID is held.
     #[error("no held envelope {0}")]
     NotHeld(EnvelopeId),
+    /// A folder has no room for another node at that place: positions are capped at
+    /// [`schema::MAX_POSITION_LEN`] bytes and grow with inserts at one end or at one spot.
+    #[error(
+        "no room for another position in folder {folder} (about 32,000 inserts at one end or at one spot \
+         fill it): move some of its nodes to another folder"
+    )]
+    FolderFull {
+        /// The folder.
+        folder: ItemId,
+    },
 }
 
 /// The `yrs` client ID of a device's session: derived, not chosen, so that no device can claim
@@ -1339,7 +1349,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             return Err(ModelError::NotFound { kind: "folder", id: parent });
         }
         let index = index.unwrap_or(usize::MAX).min(tree.children(&parent).len());
-        let position = tree.position_at(&parent, index, None);
+        let position = tree.position_at(&parent, index, None).ok_or(ModelError::FolderFull { folder: parent })?;
         let id = self.new_id();
         self.add_bookmark_at(id, parent, position, kind, title, url)?;
         Ok(id)
@@ -1418,7 +1428,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         }
         let siblings = tree.children(&parent).iter().filter(|c| *c != id).count();
         let index = index.unwrap_or(usize::MAX).min(siblings);
-        let position = tree.position_at(&parent, index, Some(id));
+        let position = tree.position_at(&parent, index, Some(id)).ok_or(ModelError::FolderFull { folder: parent })?;
         // A live folder that is not inside the node: no cycle, no orphan, the node lands there.
         let patch = self.tree_to_patch();
         let place = Place {

@@ -185,8 +185,10 @@ impl Position {
         Self(FractionalIndex::default().as_bytes().to_vec())
     }
 
-    /// A position strictly between `before` and `after` (either may be absent).
-    pub fn between(before: Option<&Position>, after: Option<&Position>) -> Self {
+    /// A position strictly between `before` and `after` (either may be absent), or `None` when it
+    /// would be longer than [`MAX_POSITION_LEN`]. Positions grow by about a byte every 125 inserts
+    /// at the same end or the same spot of a folder, so that is ~32,000 of them.
+    pub fn between(before: Option<&Position>, after: Option<&Position>) -> Option<Self> {
         let parse = |p: &Position| FractionalIndex::from_bytes(p.0.clone()).ok();
         let index = match (before.and_then(parse), after.and_then(parse)) {
             (Some(b), Some(a)) if b < a => {
@@ -196,7 +198,9 @@ impl Position {
             (None, Some(a)) => FractionalIndex::new_before(&a),
             (None, None) => FractionalIndex::default(),
         };
-        Self(index.as_bytes().to_vec())
+        let bytes = index.as_bytes();
+        // Past the cap a position could not be written whole (its length is one byte).
+        (bytes.len() <= usize::from(MAX_POSITION_LEN)).then(|| Self(bytes.to_vec()))
     }
 
     /// The raw bytes.
