@@ -110,7 +110,12 @@ impl BookmarkTree {
     fn insert_child(&mut self, parent: &ItemId, id: ItemId, position: &Position) {
         let at = {
             let siblings = self.children(parent);
-            siblings.partition_point(|c| self.nodes.get(c).is_some_and(|n| (&n.position, &n.id) < (position, &id)))
+            let before = |c: &ItemId| self.nodes.get(c).is_some_and(|n| (&n.position, &n.id) < (position, &id));
+            // Most inserts append (a new bookmark goes at the end): one lookup instead of a search.
+            match siblings.last() {
+                Some(last) if before(last) => siblings.len(),
+                _ => siblings.partition_point(before),
+            }
         };
         if let Some(children) = self.children_mut(parent) {
             children.insert(at.min(children.len()), id);

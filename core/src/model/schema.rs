@@ -81,12 +81,47 @@ impl ItemId {
     }
 }
 
+/// Characters in the text form of a non-root [`ItemId`].
+const ITEM_ID_TEXT_LEN: usize = 26;
+
+/// The text form of an [`ItemId`], on the stack: IDs are written into every register path, so
+/// this is on the path of every edit.
+struct ItemIdText {
+    buf: [u8; ITEM_ID_TEXT_LEN],
+    root: Option<&'static str>,
+}
+
+impl ItemIdText {
+    fn as_str(&self) -> &str {
+        match self.root {
+            Some(name) => name,
+            // Base32 output is ASCII; the fallback is unreachable.
+            None => core::str::from_utf8(&self.buf).unwrap_or_default(),
+        }
+    }
+}
+
+impl ItemId {
+    fn text(&self) -> ItemIdText {
+        let mut buf = [0u8; ITEM_ID_TEXT_LEN];
+        if let Some((name, _)) = ROOT_NAMES.iter().find(|(_, n)| *self == Self::root(*n)) {
+            return ItemIdText { buf, root: Some(name) };
+        }
+        // 16 bytes are exactly 26 characters (`encode_len`), as `encode_mut` requires.
+        data_encoding::BASE32_NOPAD.encode_mut(&self.0, &mut buf);
+        buf.make_ascii_lowercase();
+        ItemIdText { buf, root: None }
+    }
+
+    /// Appends the text form to `out` (what `Display` writes), without allocating.
+    pub(crate) fn push_text(&self, out: &mut String) {
+        out.push_str(self.text().as_str());
+    }
+}
+
 impl fmt::Display for ItemId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some((name, _)) = ROOT_NAMES.iter().find(|(_, n)| *self == Self::root(*n)) {
-            return f.write_str(name);
-        }
-        f.write_str(&data_encoding::BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -108,10 +143,14 @@ impl FromStr for ItemId {
         if let Some((_, n)) = ROOT_NAMES.iter().find(|(name, _)| *name == s) {
             return Ok(Self::root(*n));
         }
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(s.to_ascii_uppercase().as_bytes())
-            .map_err(|_| ItemIdError(s.chars().take(40).collect()))?;
-        let bytes: [u8; 16] = bytes.try_into().map_err(|_| ItemIdError(s.chars().take(40).collect()))?;
+        let error = || ItemIdError(s.chars().take(40).collect());
+        // Exactly 26 characters decode to exactly 16 bytes, checked before `decode_mut` (which
+        // needs the output sized to `decode_len`); either case is accepted.
+        if s.len() != ITEM_ID_TEXT_LEN {
+            return Err(error());
+        }
+        let mut bytes = [0u8; 16];
+        data_encoding::BASE32_NOPAD_NOCASE.decode_mut(s.as_bytes(), &mut bytes).map_err(|_| error())?;
         Ok(Self(bytes))
     }
 }
@@ -121,17 +160,28 @@ pub(crate) mod path {
     use super::ItemId;
     use crate::identity::DeviceId;
 
+    /// `kind/id/field`, built without the formatting machinery (every edit builds several).
+    fn item(kind: &str, id: &ItemId, field: &str) -> String {
+        let mut out = String::with_capacity(kind.len() + 2 + 26 + field.len());
+        out.push_str(kind);
+        out.push('/');
+        id.push_text(&mut out);
+        out.push('/');
+        out.push_str(field);
+        out
+    }
+
     pub(crate) fn bookmark(id: &ItemId, field: &str) -> String {
-        format!("b/{id}/{field}")
+        item("b", id, field)
     }
     pub(crate) fn password(id: &ItemId, field: &str) -> String {
-        format!("p/{id}/{field}")
+        item("p", id, field)
     }
     pub(crate) fn key(id: &ItemId, field: &str) -> String {
-        format!("k/{id}/{field}")
+        item("k", id, field)
     }
     pub(crate) fn workspace(id: &ItemId, field: &str) -> String {
-        format!("w/{id}/{field}")
+        item("w", id, field)
     }
     pub(crate) fn device_layout(device: &DeviceId) -> String {
         format!("d/{}/layout", data_encoding::HEXLOWER.encode(device.as_bytes()))
@@ -290,4 +340,44 @@ pub(crate) fn check_text(text: &str, max: u16, what: &'static str) -> Result<(),
         return Err(DecodeError::TooLarge { what, len: text.len() as u64, max: max.into() });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::rand_core::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn item_ids_round_trip_through_text_in_either_case_and_nothing_else_parses() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            let id = ItemId::random(&mut rng);
+            let text = id.to_string();
+            assert_eq!(text.len(), ITEM_ID_TEXT_LEN);
+            assert_eq!(text, data_encoding::BASE32_NOPAD.encode(id.as_bytes()).to_ascii_lowercase());
+            assert_eq!(text.parse::<ItemId>(), Ok(id));
+            assert_eq!(text.to_ascii_uppercase().parse::<ItemId>(), Ok(id));
+            assert_eq!(path::bookmark(&id, "title"), format!("b/{text}/title"));
+            assert_eq!(path::password(&id, "site"), format!("p/{text}/site"));
+        }
+        for (root, name) in ItemId::ROOTS.iter().zip(["toolbar", "menu", "other", "mobile"]) {
+            assert_eq!(root.to_string(), name);
+            assert_eq!(name.parse::<ItemId>(), Ok(*root));
+            assert_eq!(path::bookmark(root, "place"), format!("b/{name}/place"));
+        }
+        let good = ItemId::random(&mut rng).to_string();
+        let refused = [
+            String::new(),
+            good[..25].to_owned(),
+            format!("{good}a"),
+            good.replacen(|c: char| c.is_ascii_alphanumeric(), "1", 1), // '1' is not base32
+            good.replacen(|c: char| c.is_ascii_alphanumeric(), "é", 1),
+            // The last character carries 3 bits and 2 must be zero: 'b' sets one of them.
+            format!("{}b", &"a".repeat(25)),
+        ];
+        for text in refused {
+            assert!(text.parse::<ItemId>().is_err(), "{text:?} parsed");
+        }
+    }
 }
