@@ -162,7 +162,7 @@ pub(crate) mod path {
 
     /// `kind/id/field`, built without the formatting machinery (every edit builds several).
     fn item(kind: &str, id: &ItemId, field: &str) -> String {
-        let mut out = String::with_capacity(kind.len() + 2 + 26 + field.len());
+        let mut out = String::with_capacity(kind.len().saturating_add(28).saturating_add(field.len()));
         out.push_str(kind);
         out.push('/');
         id.push_text(&mut out);
