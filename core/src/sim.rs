@@ -458,7 +458,7 @@ impl SimNet {
     }
 
     /// Whether every live, enrolled node holds the same envelopes (every chain at the same head)
-    /// and the same encoded state.
+    /// and the same encoded state, with no local change waiting to be sealed.
     pub fn converged(&self) -> bool {
         type Heads = Vec<(crate::identity::DeviceId, u64)>;
         let states: Vec<(Heads, Vec<u8>)> = self
@@ -467,7 +467,11 @@ impl SimNet {
             .filter_map(|n| n.engine.as_ref().and_then(|e| e.state()))
             .map(|s| (s.chains().heads().map(|(d, n)| (*d, n)).collect(), s.encode_state()))
             .collect();
-        states.windows(2).all(|w| w[0] == w[1])
+        // A local change not yet sealed (a commit window is open) is in its replica but in no
+        // envelope: not converged until it is sealed and sent.
+        let sealed =
+            self.nodes.iter().filter_map(|n| n.engine.as_ref().and_then(|e| e.state())).all(|s| s.unsealed_len() == 0);
+        sealed && states.windows(2).all(|w| w[0] == w[1])
     }
 
     /// Connections currently open.

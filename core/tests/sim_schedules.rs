@@ -4,8 +4,12 @@
 //! network heals, every device must hold identical state within 3 sync rounds, and no
 //! acknowledged write may be missing anywhere.
 //!
+//! Odd seeds run with a group-commit window (`Config::group_commit_ms`, 8 ms, what the browser
+//! driver uses), even seeds without one.
+//!
 //! `KATHON_SIM_SCHEDULES` sets how many seeds run (10,000 by default; `cargo xtask soak` runs
-//! more). Seeds that once failed are in `tests/regressions/sim.txt` and always run first.
+//! more). Seeds that once failed are in `tests/regressions/sim.txt` and always run first, with
+//! and without the window.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -59,9 +63,16 @@ fn template(n: usize) -> &'static Stored {
     })
 }
 
-fn build(seed: u64, n: usize) -> SimNet {
+/// The window odd seeds run with.
+const GROUP_COMMIT_MS: u64 = 8;
+
+fn window_of(seed: u64) -> u64 {
+    if seed % 2 == 1 { GROUP_COMMIT_MS } else { 0 }
+}
+
+fn build(seed: u64, n: usize, group_commit_ms: u64) -> SimNet {
     let (identities, records) = template(n);
-    let mut net = SimNet::new(seed, config(), Faults::NONE);
+    let mut net = SimNet::new(seed, Config { group_commit_ms, ..config() }, Faults::NONE);
     net.load_nodes(identities, records);
     net
 }
@@ -92,11 +103,11 @@ fn dump(net: &SimNet, round: u32) {
     }
 }
 
-fn run_schedule(seed: u64) {
+fn run_schedule(seed: u64, group_commit_ms: u64) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut below = |n: u64| rng.next_u64() % n.max(1);
     let n = 3 + below(3) as usize;
-    let mut net = build(seed, n);
+    let mut net = build(seed, n, group_commit_ms);
     net.faults = LOSSY;
     net.connect_all();
     let steps = 12 + below(20);
@@ -227,12 +238,13 @@ fn run_schedule(seed: u64) {
 #[test]
 fn lossy_partitioned_crashing_networks_converge() {
     if let Some(seed) = std::env::var("KATHON_SIM_SEED").ok().and_then(|v| v.parse().ok()) {
-        return run_schedule(seed);
+        return run_schedule(seed, window_of(seed));
     }
     let schedules: u64 = std::env::var("KATHON_SIM_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let base: u64 = std::env::var("KATHON_SEED_BASE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     for seed in include_str!("regressions/sim.txt").lines().filter_map(|l| l.split('#').next()?.trim().parse().ok()) {
-        run_schedule(seed);
+        run_schedule(seed, 0);
+        run_schedule(seed, GROUP_COMMIT_MS);
     }
     for n in 3..=5 {
         template(n);
@@ -242,7 +254,7 @@ fn lossy_partitioned_crashing_networks_converge() {
         for worker in 0..workers {
             scope.spawn(move || {
                 for seed in (base + worker..base + schedules).step_by(workers as usize) {
-                    run_schedule(seed);
+                    run_schedule(seed, window_of(seed));
                 }
             });
         }

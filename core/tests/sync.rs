@@ -610,6 +610,74 @@ fn local_changes_made_during_a_write_are_committed_together() {
     assert_eq!(engine.state().unwrap().history_len(), 1);
 }
 
+/// Group commit with a window (`Config::group_commit_ms`, what the browser driver sets): with
+/// nothing being written, a change waits up to the window for the ones after it; they are then
+/// signed into one envelope and stored in one batch, and no change waits longer than the window
+/// or the write ahead of it.
+#[test]
+fn a_commit_window_groups_changes_made_while_nothing_is_written() {
+    use kathon_core::sync::Engine;
+    let t0 = 1_790_000_000_000;
+    let config = Config { group_commit_ms: 8, ..Config::default() };
+    let mut engine = Engine::create_identity(config, "laptop", [4; 32], t0).unwrap();
+    let drain = |engine: &mut Engine| -> Vec<kathon_core::sync::StorageBatch> {
+        std::iter::from_fn(|| engine.poll_storage()).collect()
+    };
+    for batch in drain(&mut engine) {
+        engine.handle_storage_done(batch.id);
+    }
+    let add = |engine: &mut Engine, now: u64, title: &str| {
+        engine.transact(now, |e| e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Bookmark, title, None)).unwrap();
+    };
+    let envelopes = |engine: &Engine| engine.state().unwrap().envelopes().count();
+    let before = envelopes(&engine);
+
+    // Nothing being written: the first change waits, visible, with a timer at the window's end.
+    add(&mut engine, t0, "a");
+    assert_eq!(engine.state().unwrap().bookmarks().children(&ItemId::TOOLBAR).len(), 1);
+    assert_eq!(envelopes(&engine), before);
+    assert!(drain(&mut engine).is_empty());
+    assert!(engine.pending_storage() > 0, "a flush waits for it");
+    assert_eq!(engine.poll_timeout(), Some(t0 + 8));
+    // Changes inside the window join it; the window is counted from the oldest.
+    add(&mut engine, t0 + 3, "b");
+    add(&mut engine, t0 + 7, "c");
+    assert_eq!(engine.poll_timeout(), Some(t0 + 8));
+    engine.handle_timeout(t0 + 7);
+    assert!(drain(&mut engine).is_empty());
+    // The window ends: one envelope, one batch, for the three.
+    engine.handle_timeout(t0 + 8);
+    assert_eq!(envelopes(&engine), before + 1);
+    let batch = drain(&mut engine);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(engine.state().unwrap().unsealed_len(), 0);
+
+    // While that batch is written, changes wait for it whatever the window says...
+    add(&mut engine, t0 + 20, "d");
+    engine.handle_timeout(t0 + 40);
+    assert!(drain(&mut engine).is_empty(), "a change waits for the write ahead of it");
+    assert_eq!(envelopes(&engine), before + 1);
+    // ...and are sealed as soon as it is done, their window having passed meanwhile.
+    engine.handle_storage_done(batch[0].id);
+    assert_eq!(envelopes(&engine), before + 2);
+    let batch = drain(&mut engine);
+    assert_eq!(batch.len(), 1);
+    engine.handle_storage_done(batch[0].id);
+
+    // A write done inside a change's window: the change still waits for its window.
+    add(&mut engine, t0 + 100, "e");
+    engine.handle_timeout(t0 + 108);
+    let batch = drain(&mut engine);
+    add(&mut engine, t0 + 109, "f");
+    engine.handle_timeout(t0 + 110);
+    engine.handle_storage_done(batch[0].id);
+    assert_eq!(envelopes(&engine), before + 3, "f's window is open until t0 + 117");
+    assert_eq!(engine.poll_timeout(), Some(t0 + 117));
+    engine.handle_timeout(t0 + 117);
+    assert_eq!(envelopes(&engine), before + 4);
+    assert_eq!(engine.state().unwrap().bookmarks().children(&ItemId::TOOLBAR).len(), 6);
+}
+
 /// The same in the simulated network: a device whose storage is slow keeps every change, its
 /// peer receives each one, and nothing acknowledged is lost across a crash.
 #[test]

@@ -108,7 +108,7 @@ impl Inner {
         Self {
             name,
             db,
-            config: Config::default(),
+            config: Config { group_commit_ms: GROUP_COMMIT_MS, ..Config::default() },
             engine: None,
             locked: None,
             seal: None,
@@ -220,6 +220,12 @@ pub(crate) fn schedule(shared: &Shared, delay_ms: i32) {
     let handle = inner.timer_closure.as_ref().and_then(|c| crate::util::set_timeout(c, delay_ms.max(0)));
     inner.timer = handle.map(|h| (h, at));
 }
+
+/// How long a local change waits for the next ones before it is signed and stored, when no write
+/// is in flight (`Config::group_commit_ms`). Each IndexedDB transaction costs the page about a
+/// millisecond of main-thread time and the browser a commit; measured with the write bench
+/// (`node benches/browser/run.mjs --only write`).
+const GROUP_COMMIT_MS: u64 = 8;
 
 /// Most bytes one IndexedDB transaction carries when queued batches are grouped.
 const GROUP_COMMIT_MAX_BYTES: usize = 8 << 20;

@@ -90,6 +90,11 @@ pub struct Config {
     pub pairing_code_ttl_ms: u64,
     /// Wrong proofs allowed before a pairing code is burned.
     pub pairing_attempts: u8,
+    /// Group commit: how long a local change may wait, when nothing is being written, for the
+    /// changes after it, so that they are signed and stored together (0: sealed at once). Changes
+    /// made while a batch is being written always wait for it. A driver whose every storage
+    /// transaction costs much (IndexedDB) sets a few milliseconds.
+    pub group_commit_ms: u64,
 }
 
 impl Default for Config {
@@ -102,6 +107,7 @@ impl Default for Config {
             max_queued_bytes: 128 * 1024,
             pairing_code_ttl_ms: 10 * 60 * 1000,
             pairing_attempts: 3,
+            group_commit_ms: 0,
         }
     }
 }
@@ -442,6 +448,8 @@ pub struct Engine {
     storage_out: VecDeque<StorageBatch>,
     inflight: BTreeMap<u64, Inflight>,
     next_batch: u64,
+    /// When the oldest local change not yet sealed was made (see `Config::group_commit_ms`).
+    unsealed_since_ms: Option<u64>,
     next_order: u64,
     events: VecDeque<EngineEvent>,
     durable: BTreeMap<DeviceId, u64>,
@@ -482,6 +490,7 @@ impl Engine {
             storage_out: VecDeque::new(),
             inflight: BTreeMap::new(),
             next_batch: 1,
+            unsealed_since_ms: None,
             next_order: 0,
             events: VecDeque::new(),
             durable: BTreeMap::new(),
@@ -687,15 +696,31 @@ impl Engine {
         self.inflight.values().any(|b| !b.local.is_empty())
     }
 
+    /// When the local changes waiting to be sealed are due (`None`: there are none).
+    fn seal_due_ms(&self) -> Option<u64> {
+        let waiting = self.state.as_ref().is_some_and(|s| s.unsealed_len() > 0);
+        waiting.then(|| self.unsealed_since_ms.unwrap_or(self.now_ms).saturating_add(self.config.group_commit_ms))
+    }
+
     /// Seals the local changes waiting for a commit, and stores them.
     fn seal_local(&mut self) {
+        /// After a failed seal (the writes are kept), how long until the next try.
+        const SEAL_RETRY_MS: u64 = 1_000;
         let Some(state) = self.state.as_mut() else { return };
         if state.unsealed_len() == 0 {
+            self.unsealed_since_ms = None;
             return;
         }
         match state.seal() {
-            Ok(envelopes) => self.persist(envelopes.iter().map(VerifiedEnvelope::id).collect()),
-            Err(e) => self.events.push_back(EngineEvent::CommitFailed { message: e.to_string() }),
+            Ok(envelopes) => {
+                self.unsealed_since_ms = None;
+                self.persist(envelopes.iter().map(VerifiedEnvelope::id).collect());
+            }
+            Err(e) => {
+                let retry = self.now_ms.saturating_add(SEAL_RETRY_MS).saturating_sub(self.config.group_commit_ms);
+                self.unsealed_since_ms = Some(retry);
+                self.events.push_back(EngineEvent::CommitFailed { message: e.to_string() });
+            }
         }
     }
 
@@ -770,6 +795,11 @@ impl Engine {
         if self.state.as_ref().is_some_and(|s| s.pending_len() > 0) {
             at(self.now_ms.saturating_add(1_000));
         }
+        if !self.local_batch_in_flight()
+            && let Some(due) = self.seal_due_ms()
+        {
+            at(due);
+        }
         next
     }
 
@@ -783,6 +813,10 @@ impl Engine {
             && !state.handle_timeout(now).is_empty()
         {
             self.persist_applied();
+        }
+        // Group commit: local changes whose window has passed, with nothing being written.
+        if !self.local_batch_in_flight() && self.seal_due_ms().is_some_and(|due| now >= due) {
+            self.seal_local();
         }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
@@ -1306,7 +1340,7 @@ impl Engine {
         if !done.local.is_empty() {
             self.events.push_back(EngineEvent::Committed(done.local));
         }
-        if !self.local_batch_in_flight() {
+        if !self.local_batch_in_flight() && self.seal_due_ms().is_some_and(|due| self.now_ms >= due) {
             self.seal_local();
         }
         if !advanced.is_empty() {
@@ -1359,9 +1393,12 @@ impl Engine {
         f: impl FnOnce(&mut Edit<'_, ChaCha20Rng>) -> Result<T, ModelError>,
     ) -> Result<T, EngineError> {
         self.now_ms = self.now_ms.max(now_ms);
-        let defer = self.local_batch_in_flight();
+        let since = self.unsealed_since_ms.unwrap_or(self.now_ms);
+        let window_open = self.now_ms < since.saturating_add(self.config.group_commit_ms);
+        let defer = self.local_batch_in_flight() || window_open;
         let state = self.state.as_mut().ok_or(EngineError::NotEnrolled)?;
         let (value, envelopes) = state.transact_grouped(self.now_ms, &mut self.rng, defer, f)?;
+        self.unsealed_since_ms = (state.unsealed_len() > 0).then_some(since);
         self.persist(envelopes.iter().map(VerifiedEnvelope::id).collect());
         Ok(value)
     }
