@@ -147,6 +147,75 @@ const write = {
   },
 };
 
+/** Median of `xs`. */
+const medianOf = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// One edit at a time, the page otherwise idle: how long from the call until it is durable (what a
+// user's single click costs; group commit trades some of it for throughput).
+const latency = {
+  async kathon(name, n) {
+    await init();
+    const store = await KathonStore.open(name);
+    store.createIdentity('bench');
+    await store.flush();
+    const times = [];
+    for (let i = 0; i < n; i += 1) {
+      await pause(30);
+      const t0 = now();
+      store.addBookmark({ title: title(i), url: url(i), parent: 'toolbar' });
+      await store.flush();
+      times.push(now() - t0);
+    }
+    store.close();
+    return { medianMs: medianOf(times), maxMs: Math.max(...times) };
+  },
+  async yjs(name, n) {
+    const doc = new Y.Doc();
+    const persistence = new IndexeddbPersistence(name, doc);
+    await persistence.whenSynced;
+    const bookmarks = doc.getMap('bookmarks');
+    const times = [];
+    for (let i = 0; i < n; i += 1) {
+      await pause(30);
+      const t0 = now();
+      doc.transact(() => {
+        const node = new Y.Map();
+        node.set('title', title(i));
+        node.set('url', url(i));
+        node.set('parent', 'toolbar');
+        node.set('position', i.toString(36));
+        bookmarks.set(id(i), node);
+      });
+      await idbBarrier(persistence.db, 'updates');
+      times.push(now() - t0);
+    }
+    await persistence.destroy();
+    return { medianMs: medianOf(times), maxMs: Math.max(...times) };
+  },
+  async automerge(name, n) {
+    await Automerge.initializeBase64Wasm(automergeWasmBase64);
+    const db = await openRaw(name, (db) => db.createObjectStore('chunks', { autoIncrement: true }));
+    let doc = Automerge.from({ bookmarks: {} });
+    const times = [];
+    for (let i = 0; i < n; i += 1) {
+      await pause(30);
+      const t0 = now();
+      doc = Automerge.change(doc, (d) => {
+        d.bookmarks[id(i)] = { title: title(i), url: url(i), parent: 'toolbar', position: i.toString(36) };
+      });
+      db.transaction(['chunks'], 'readwrite').objectStore('chunks').add(Automerge.saveIncremental(doc));
+      await idbBarrier(db, 'chunks');
+      times.push(now() - t0);
+    }
+    db.close();
+    return { medianMs: medianOf(times), maxMs: Math.max(...times) };
+  },
+};
+
 // ---------------------------------------------------------------------------------------------
 // The realistic profile: load it, then (in a fresh browser) open it cold until the first query.
 // ---------------------------------------------------------------------------------------------
@@ -362,7 +431,7 @@ async function kathonInit() {
   kathonMemory = exports.memory;
 }
 
-window.bench = { write, load, open, kathonInit };
+window.bench = { write, latency, load, open, kathonInit };
 window.benchReady = true;
 
 // ---------------------------------------------------------------------------------------------

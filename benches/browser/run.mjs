@@ -29,6 +29,8 @@ const flag = (name, fallback) => {
 const small = args.includes('--small');
 const ROUNDS = flag('--rounds', 3);
 const WRITES = flag('--writes', 2000);
+// Single edits timed until durable, each after an idle pause (the latency group commit adds).
+const LATENCY_EDITS = small ? 5 : 30;
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null;
 /** Sections: write, profile, signatures, sync (full sync, WebRTC), rtc (connect, throughput)
  *  (`--only write,rtc`; `--no-rtc` drops both WebRTC sections). */
@@ -91,11 +93,15 @@ try {
     for (let k = 0; k < LIBS.length; k += 1) {
       const lib = LIBS[(k + round) % LIBS.length];
       const dir = join(work, `write-${lib}-${round}`);
-      const r = await inBrowser(dir, server.url, (page) => page.evaluate(([lib, n]) => bench.write[lib]('w', n), [lib, WRITES]));
+      const r = await inBrowser(dir, server.url, async (page) => {
+        const r = await page.evaluate(([lib, n]) => bench.write[lib]('w', n), [lib, WRITES]);
+        r.latency = await page.evaluate(([lib, n]) => bench.latency[lib]('l', n), [lib, LATENCY_EDITS]);
+        return r;
+      });
       rmSync(dir, { recursive: true, force: true });
       if (r.check !== WRITES) throw new Error(`${lib} wrote ${r.check} of ${WRITES}`);
       results.write[lib].push(r);
-      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call)`);
+      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call); one edit alone until durable: median ${r.latency.medianMs.toFixed(1)} ms, max ${r.latency.maxMs.toFixed(1)} ms`);
     }
   }
 
@@ -219,6 +225,7 @@ const openMem = (lib) => median(results.open[lib].map((r) => r.memory.jsHeap + (
 summary = {
   writesPerSecond: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l))])),
   cpuMicrosPerEdit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l))])),
+  oneEditDurableMs: Object.fromEntries(LIBS.map((l) => [l, +median(results.write[l].map((r) => r.latency.medianMs)).toFixed(1)])),
   coldOpenMs: Object.fromEntries(LIBS.map((l) => [l, Math.round(openMs(l))])),
   wasmInitMs: Object.fromEntries(LIBS.map((l) => [l, Math.round(initMs(l))])),
   storedBytes: Object.fromEntries(LIBS.map((l) => [l, results.load[l].stored.bytes])),

@@ -676,6 +676,26 @@ fn a_commit_window_groups_changes_made_while_nothing_is_written() {
     engine.handle_timeout(t0 + 117);
     assert_eq!(envelopes(&engine), before + 4);
     assert_eq!(engine.state().unwrap().bookmarks().children(&ItemId::TOOLBAR).len(), 6);
+
+    for batch in drain(&mut engine) {
+        engine.handle_storage_done(batch.id);
+    }
+
+    // A flush ends the window: sealed at once with nothing in flight...
+    add(&mut engine, t0 + 200, "g");
+    let batch = drain(&mut engine);
+    assert!(batch.is_empty());
+    engine.seal_waiting();
+    assert_eq!(envelopes(&engine), before + 5);
+    let batch = drain(&mut engine);
+    assert_eq!(batch.len(), 1);
+    // ...or right after the write ahead, though the window is still open.
+    add(&mut engine, t0 + 201, "h");
+    engine.seal_waiting();
+    assert_eq!(envelopes(&engine), before + 5, "h waits for g's write");
+    engine.handle_storage_done(batch[0].id);
+    assert_eq!(envelopes(&engine), before + 6, "and not for its window");
+    assert_eq!(engine.state().unwrap().unsealed_len(), 0);
 }
 
 /// The same in the simulated network: a device whose storage is slow keeps every change, its

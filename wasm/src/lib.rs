@@ -930,10 +930,18 @@ impl KathonStore {
     /// error if a write fails (the changes stay queued and are retried), or if the writes make
     /// no progress for 30 s.
     pub async fn flush(&self) -> Result<(), JsValue> {
-        const POLL_MS: i32 = 20;
+        // Timers in a chain are clamped to 4 ms anyway.
+        const POLL_MS: i32 = 4;
         const STALL_POLLS: u32 = 30_000 / POLL_MS.unsigned_abs();
         let mut last_pending = usize::MAX;
         let mut stalled = 0u32;
+        // Durability is wanted now: the changes waiting for the commit window go at once.
+        if let Ok(mut inner) = self.shared.try_borrow_mut()
+            && let Some(engine) = inner.engine.as_mut()
+        {
+            engine.seal_waiting();
+        }
+        driver::drive(&self.shared);
         loop {
             let pending = self.shared.try_borrow().map(|i| {
                 let queued = i.storage_queue.len().saturating_add(i.engine.as_ref().map_or(0, |e| e.pending_storage()));

@@ -696,6 +696,17 @@ impl Engine {
         self.inflight.values().any(|b| !b.local.is_empty())
     }
 
+    /// Ends the commit window (a driver's `flush`: durability wanted now): the local changes
+    /// waiting for it are sealed at once, or as soon as the write ahead of them is done.
+    pub fn seal_waiting(&mut self) {
+        if self.state.as_ref().is_some_and(|s| s.unsealed_len() > 0) {
+            self.unsealed_since_ms = Some(self.now_ms.saturating_sub(self.config.group_commit_ms));
+            if !self.local_batch_in_flight() {
+                self.seal_local();
+            }
+        }
+    }
+
     /// When the local changes waiting to be sealed are due (`None`: there are none).
     fn seal_due_ms(&self) -> Option<u64> {
         let waiting = self.state.as_ref().is_some_and(|s| s.unsealed_len() > 0);
