@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::model::ModelError;
 use crate::model::schema::{ItemId, MAX_TITLE_LEN, MAX_URL_LEN, NodeKind, Place, Position, decode_text};
 use crate::register::{Register, VerifiedRegisterValue};
 
@@ -193,8 +194,14 @@ impl BookmarkTree {
     }
 
     /// The position for a new child at `index` among `parent`'s children (`exclude` is the node
-    /// being moved, which does not count); `None` when the folder has no room left there.
-    pub(crate) fn position_at(&self, parent: &ItemId, index: usize, exclude: Option<&ItemId>) -> Option<Position> {
+    /// being moved, which does not count); [`ModelError::FolderFull`] when the folder has no room
+    /// left there.
+    pub(crate) fn position_at(
+        &self,
+        parent: &ItemId,
+        index: usize,
+        exclude: Option<&ItemId>,
+    ) -> Result<Position, ModelError> {
         let siblings = self.children(parent);
         // The excluded node does not count: indexes at or past it shift by one.
         let excluded_at = exclude.and_then(|x| siblings.iter().position(|c| c == x));
@@ -206,6 +213,7 @@ impl BookmarkTree {
             i.and_then(raw).and_then(|i| siblings.get(i)).and_then(|c| self.nodes.get(c)).map(|n| &n.position)
         };
         Position::between(sibling(index.checked_sub(1)), sibling(Some(index)))
+            .ok_or(ModelError::FolderFull { folder: *parent })
     }
 
     /// The JSON view: each root with its nested children.

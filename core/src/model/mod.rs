@@ -1349,7 +1349,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             return Err(ModelError::NotFound { kind: "folder", id: parent });
         }
         let index = index.unwrap_or(usize::MAX).min(tree.children(&parent).len());
-        let position = tree.position_at(&parent, index, None).ok_or(ModelError::FolderFull { folder: parent })?;
+        let position = tree.position_at(&parent, index, None)?;
         let id = self.new_id();
         self.add_bookmark_at(id, parent, position, kind, title, url)?;
         Ok(id)
@@ -1428,7 +1428,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         }
         let siblings = tree.children(&parent).iter().filter(|c| *c != id).count();
         let index = index.unwrap_or(usize::MAX).min(siblings);
-        let position = tree.position_at(&parent, index, Some(id)).ok_or(ModelError::FolderFull { folder: parent })?;
+        let position = tree.position_at(&parent, index, Some(id))?;
         // A live folder that is not inside the node: no cycle, no orphan, the node lands there.
         let patch = self.tree_to_patch();
         let place = Place {
