@@ -233,7 +233,7 @@ const GROUP_COMMIT_MAX_BYTES: usize = 8 << 20;
 /// Writes the queued storage batches: everything queued while the previous transaction was in
 /// flight goes into the next one (group commit), up to `GROUP_COMMIT_MAX_BYTES`. Each
 /// transaction is strict and atomic; the engine hears of each batch only once it is durable.
-async fn write_storage(shared: Shared) {
+pub(crate) async fn write_storage(shared: Shared) {
     loop {
         let next = {
             let Ok(mut inner) = shared.try_borrow_mut() else { break };
@@ -279,9 +279,15 @@ async fn write_storage(shared: Shared) {
         match result {
             Ok(()) => {
                 inner.storage_error = None;
-                if let Some(engine) = inner.engine.as_mut() {
+                let fields = &mut *inner;
+                if let Some(engine) = fields.engine.as_mut() {
                     for batch in &group {
                         engine.handle_storage_done(batch.id);
+                    }
+                    // What that released (changes that waited for this write) goes next, even
+                    // when the store is closing and `drive` no longer runs.
+                    while let Some(batch) = engine.poll_storage() {
+                        fields.storage_queue.push_back(batch);
                     }
                 }
             }
@@ -310,6 +316,11 @@ async fn write_storage(shared: Shared) {
     }
     if let Ok(mut inner) = shared.try_borrow_mut() {
         inner.storage_busy = false;
+        if inner.closed {
+            // `close` left the database open for this writer.
+            inner.db.close();
+            return;
+        }
     }
     drive(&shared);
 }

@@ -981,7 +981,26 @@ impl KathonStore {
         if let Some((handle, _)) = inner.timer.take() {
             util::clear_timeout(handle);
         }
-        inner.db.close();
+        // Nothing made before `close` is dropped: changes waiting for the commit window are
+        // sealed, and the database closes once the writer has stored everything queued (a
+        // closed store takes no new changes).
+        let fields = &mut *inner;
+        if let Some(engine) = fields.engine.as_mut() {
+            engine.seal_waiting();
+            while let Some(batch) = engine.poll_storage() {
+                fields.storage_queue.push_back(batch);
+            }
+        }
+        if inner.storage_busy {
+            return; // the running writer closes the database when it is done
+        }
+        if inner.storage_queue.is_empty() {
+            inner.db.close();
+            return;
+        }
+        inner.storage_busy = true;
+        drop(inner);
+        wasm_bindgen_futures::spawn_local(driver::write_storage(self.shared.clone()));
     }
 }
 

@@ -100,6 +100,33 @@ async fn state_survives_close_and_reopen_and_is_verified() {
     again.close();
 }
 
+/// `close` right after a change (no `flush`): the change waits for the commit window, or for
+/// the write ahead of it, and is stored before the database closes.
+#[wasm_bindgen_test]
+async fn changes_made_just_before_close_are_not_lost() {
+    let name = unique("close");
+    let store = KathonStore::open(name.clone()).await.unwrap();
+    store.create_identity("laptop").unwrap();
+    store.flush().await.unwrap();
+    let first = store.add_bookmark(json(r#"{"title":"first","url":"https://a.example/"}"#)).unwrap();
+    store.flush().await.unwrap();
+    // A change sealed after its 8 ms window, so most likely being written 10 ms later; then a
+    // second one, waiting for that write or for its own window, and `close` at once.
+    let alone = store.add_bookmark(json(r#"{"title":"alone","url":"https://b.example/"}"#)).unwrap();
+    sleep(10).await;
+    let in_window = store.add_bookmark(json(r#"{"title":"waiting","url":"https://c.example/"}"#)).unwrap();
+    store.close();
+    assert!(store.add_bookmark(json(r#"{"title":"after close"}"#)).is_err(), "a closed store takes no changes");
+    sleep(300).await;
+    let again = KathonStore::open(name).await.unwrap();
+    let ids: Vec<String> = js_sys::Array::from(&again.bookmark_children("toolbar").unwrap())
+        .iter()
+        .map(|c| get(&c, "id").as_string().unwrap())
+        .collect();
+    assert_eq!(ids, vec![first, alone, in_window]);
+    again.close();
+}
+
 #[wasm_bindgen_test]
 async fn a_tampered_record_is_detected_on_load() {
     let name = unique("tamper");
