@@ -86,6 +86,24 @@ const title = (i) => `Bookmark number ${i}: an article worth reading`;
 // Local write throughput: n bookmark adds, one per task, until all are durable.
 // ---------------------------------------------------------------------------------------------
 
+/** One bookmark as the Yjs bench shapes it: a `Y.Map` in one transaction. */
+function yjsAddBookmark(doc, bookmarks, i) {
+  doc.transact(() => {
+    const node = new Y.Map();
+    node.set('title', title(i));
+    node.set('url', url(i));
+    node.set('parent', 'toolbar');
+    node.set('position', i.toString(36));
+    bookmarks.set(id(i), node);
+  });
+}
+
+/** One bookmark as the Automerge bench shapes it: one `change`. */
+const automergeAddBookmark = (doc, i) =>
+  Automerge.change(doc, (d) => {
+    d.bookmarks[id(i)] = { title: title(i), url: url(i), parent: 'toolbar', position: i.toString(36) };
+  });
+
 const write = {
   async kathon(name, n) {
     await init();
@@ -116,14 +134,7 @@ const write = {
     const t0 = now();
     await oneTaskEach(n, (i) => {
       const c = now();
-      doc.transact(() => {
-        const node = new Y.Map();
-        node.set('title', title(i));
-        node.set('url', url(i));
-        node.set('parent', 'toolbar');
-        node.set('position', i.toString(36));
-        bookmarks.set(id(i), node);
-      });
+      yjsAddBookmark(doc, bookmarks, i);
       cpu += now() - c;
     });
     await idbBarrier(persistence.db, 'updates');
@@ -140,9 +151,7 @@ const write = {
     const t0 = now();
     await oneTaskEach(n, (i) => {
       const c = now();
-      doc = Automerge.change(doc, (d) => {
-        d.bookmarks[id(i)] = { title: title(i), url: url(i), parent: 'toolbar', position: i.toString(36) };
-      });
+      doc = automergeAddBookmark(doc, i);
       const chunk = Automerge.saveIncremental(doc);
       cpu += now() - c;
       db.transaction(['chunks'], 'readwrite').objectStore('chunks').add(chunk);
@@ -190,14 +199,7 @@ const latency = {
     for (let i = 0; i < n; i += 1) {
       await pause(30);
       const t0 = now();
-      doc.transact(() => {
-        const node = new Y.Map();
-        node.set('title', title(i));
-        node.set('url', url(i));
-        node.set('parent', 'toolbar');
-        node.set('position', i.toString(36));
-        bookmarks.set(id(i), node);
-      });
+      yjsAddBookmark(doc, bookmarks, i);
       await idbBarrier(persistence.db, 'updates');
       times.push(now() - t0);
     }
@@ -212,9 +214,7 @@ const latency = {
     for (let i = 0; i < n; i += 1) {
       await pause(30);
       const t0 = now();
-      doc = Automerge.change(doc, (d) => {
-        d.bookmarks[id(i)] = { title: title(i), url: url(i), parent: 'toolbar', position: i.toString(36) };
-      });
+      doc = automergeAddBookmark(doc, i);
       db.transaction(['chunks'], 'readwrite').objectStore('chunks').add(Automerge.saveIncremental(doc));
       await idbBarrier(db, 'chunks');
       times.push(now() - t0);
