@@ -119,6 +119,56 @@ fn read_records(path: &std::path::Path) -> (Vec<u8>, Vec<(RecordKey, Vec<u8>)>) 
     (identity, records.into_iter().collect())
 }
 
+/// Where a loaded replica's bytes are: its envelope log by kind, and the `yrs` document the
+/// document-update envelopes build (measured by applying their payloads to a fresh document).
+struct Breakdown {
+    doc_envelopes: usize,
+    doc_payload: usize,
+    history_envelopes: usize,
+    history_payload: usize,
+    attachments: usize,
+    attachment_count: usize,
+    doc_resident: usize,
+}
+
+impl Breakdown {
+    fn of(engine: &Engine) -> Self {
+        let state = engine.state().unwrap();
+        let mut b = Self {
+            doc_envelopes: 0,
+            doc_payload: 0,
+            history_envelopes: 0,
+            history_payload: 0,
+            attachments: 0,
+            attachment_count: 0,
+            doc_resident: 0,
+        };
+        let mut updates = Vec::new();
+        for envelope in state.envelopes() {
+            if envelope.kind() == kathon_core::model::KIND_DOC_UPDATE {
+                b.doc_envelopes += 1;
+                b.doc_payload += envelope.payload().len();
+                updates.push(envelope.payload().get(16..).unwrap().to_vec());
+            } else {
+                b.history_envelopes += 1;
+                b.history_payload += envelope.payload().len();
+            }
+            for a in envelope.attachments().flatten() {
+                b.attachments += a.len();
+                b.attachment_count += 1;
+            }
+        }
+        let before = current();
+        let doc = yrs::Doc::with_client_id(3);
+        for update in &updates {
+            doc.transact_mut().apply_update(Update::decode_v1(update).unwrap()).unwrap();
+        }
+        b.doc_resident = current() - before;
+        drop(doc);
+        b
+    }
+}
+
 fn mb(bytes: usize) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -166,6 +216,7 @@ fn main() {
     let kathon_open_peak = peak() - base;
     let kathon_open = current() - base;
     assert_eq!(engine.state().unwrap().counts(), counts);
+    let breakdown = Breakdown::of(&engine);
     drop(engine);
 
     // --- Yjs (yrs): load, then cold open from its encoded state ---
@@ -198,6 +249,16 @@ fn main() {
     println!("stored: Kathon {stored} bytes (records file), Yjs {yjs_bytes} bytes (v1 state)");
     println!(
         "cold open (from the bytes read to a loaded replica; one run, a rough figure): Kathon {kathon_open_time:?}, Yjs (yrs) {yjs_open_time:?}"
+    );
+    println!(
+        "Kathon's resident state: {} document-update envelopes ({} of payload, whose `yrs` document alone takes {} resident), {} history envelopes ({} of payload, {} attachments: {})",
+        breakdown.doc_envelopes,
+        mb(breakdown.doc_payload),
+        mb(breakdown.doc_resident),
+        breakdown.history_envelopes,
+        mb(breakdown.history_payload),
+        breakdown.attachment_count,
+        mb(breakdown.attachments),
     );
     println!();
     println!(

@@ -271,11 +271,13 @@ impl<T: VisitSource + ?Sized> VisitSource for &T {
 
 /// What the index keeps of a visit: its time and where its bytes are. Its URL and title are
 /// decoded from the envelope log when asked for (the log holds them anyway: a second, decoded copy
-/// of 100,000 visits was most of a replica's memory).
+/// of 100,000 visits was most of a replica's memory). The envelope is a slot in
+/// [`HistoryStore::envelopes`], not its 32-byte ID: 16 bytes a visit instead of 48.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     at_ms: u64,
-    stored_at: AttachmentRef,
+    envelope: u32,
+    index: u32,
 }
 
 /// The visits a replica holds, and the deletions that keep applying.
@@ -286,9 +288,38 @@ pub(crate) struct HistoryStore {
     tombstones: Vec<HistoryDeletion>,
     /// Visits of a restore not indexed yet ([`HistoryStore::stage`]), in arrival order.
     staged: Vec<(ItemId, Entry)>,
+    /// The envelopes visits are stored in, by slot (few: one per batch of visits).
+    envelopes: Vec<EnvelopeId>,
+    slots: BTreeMap<EnvelopeId, u32>,
 }
 
 impl HistoryStore {
+    /// The index entry of a visit stored at `at`.
+    fn entry(&mut self, at_ms: u64, at: AttachmentRef) -> Entry {
+        let envelope = match self.slots.get(&at.envelope) {
+            Some(slot) => *slot,
+            None => {
+                // Past 2^32 envelopes the entry points nowhere (its visit reads as absent).
+                let slot = u32::try_from(self.envelopes.len()).unwrap_or(u32::MAX);
+                self.envelopes.push(at.envelope);
+                self.slots.insert(at.envelope, slot);
+                slot
+            }
+        };
+        Entry { at_ms, envelope, index: at.index }
+    }
+
+    /// Where an indexed visit's bytes are.
+    fn stored_at(&self, entry: &Entry) -> Option<AttachmentRef> {
+        let envelope = *self.envelopes.get(usize::try_from(entry.envelope).ok()?)?;
+        Some(AttachmentRef { envelope, index: entry.index })
+    }
+
+    /// An indexed visit, decoded from where it is stored.
+    fn read(&self, entry: &Entry, source: &dyn VisitSource) -> Option<Visit> {
+        source.visit(&self.stored_at(entry)?)
+    }
+
     /// Takes visits from this device's own storage without indexing them yet: a cold open stages
     /// all of them and [`HistoryStore::settle`] builds both trees at once from sorted runs
     /// (inserting 100,000 random IDs one by one was a third of a cold open in wasm). Tombstones
@@ -304,7 +335,8 @@ impl HistoryStore {
             if self.tombstones.iter().any(|t| t.matches(identity, id, at_ms, &|| source.visit(&stored_at))) {
                 redact.push(stored_at);
             } else {
-                self.staged.push((id, Entry { at_ms, stored_at }));
+                let entry = self.entry(at_ms, stored_at);
+                self.staged.push((id, entry));
             }
         }
         redact
@@ -316,12 +348,16 @@ impl HistoryStore {
             return;
         }
         let mut staged = std::mem::take(&mut self.staged);
-        staged.sort_by_key(|(id, _)| *id); // stable: the first of equal IDs stays first
+        // Arrival order is (envelope slot, index): slots are handed out as envelopes arrive. An
+        // unstable sort on it keeps the first of equal IDs first without a scratch copy.
+        staged.sort_unstable_by_key(|(id, e)| (*id, e.envelope, e.index));
         staged.dedup_by_key(|(id, _)| *id);
         staged.retain(|(id, _)| !self.visits.contains_key(id));
         if self.visits.is_empty() {
-            self.by_time = staged.iter().map(|(id, e)| (e.at_ms, *id)).collect();
+            // The ID tree first, from the staged buffer itself, so that buffer is gone before
+            // the time tree is built: a cold open's peak is this step.
             self.visits = staged.into_iter().collect();
+            self.by_time = self.visits.iter().map(|(id, e)| (e.at_ms, *id)).collect();
         } else {
             for (id, entry) in staged {
                 self.by_time.insert((entry.at_ms, id));
@@ -351,7 +387,8 @@ impl HistoryStore {
                 continue;
             }
             self.by_time.insert((at_ms, id));
-            self.visits.insert(id, Entry { at_ms, stored_at });
+            let entry = self.entry(at_ms, stored_at);
+            self.visits.insert(id, entry);
             added.push(id);
         }
         (added, redact)
@@ -377,7 +414,7 @@ impl HistoryStore {
             HistoryDeletion::Url { .. } => self
                 .visits
                 .iter()
-                .filter(|(id, e)| deletion.matches(identity, **id, e.at_ms, &|| source.visit(&e.stored_at)))
+                .filter(|(id, e)| deletion.matches(identity, **id, e.at_ms, &|| self.read(e, source)))
                 .map(|(id, _)| *id)
                 .collect(),
         };
@@ -385,7 +422,7 @@ impl HistoryStore {
         for id in &doomed {
             if let Some(entry) = self.visits.remove(id) {
                 self.by_time.remove(&(entry.at_ms, *id));
-                redact.push(entry.stored_at);
+                redact.extend(self.stored_at(&entry));
             }
         }
         self.tombstones.push(deletion);
@@ -415,10 +452,7 @@ impl HistoryStore {
 
     /// Visits, most recent first, decoded as they are read.
     pub(crate) fn recent<'a, S: VisitSource + 'a>(&'a self, source: S) -> impl Iterator<Item = Visit> + 'a {
-        self.by_time
-            .iter()
-            .rev()
-            .filter_map(move |(_, id)| self.visits.get(id).and_then(|e| source.visit(&e.stored_at)))
+        self.by_time.iter().rev().filter_map(move |(_, id)| self.visits.get(id).and_then(|e| self.read(e, &source)))
     }
 
     /// Visits whose URL or title contains `needle` (case-insensitive), most recent first.
@@ -433,7 +467,7 @@ impl HistoryStore {
     }
 
     pub(crate) fn get(&self, id: &ItemId, source: &dyn VisitSource) -> Option<Visit> {
-        self.visits.get(id).and_then(|e| source.visit(&e.stored_at))
+        self.visits.get(id).and_then(|e| self.read(e, source))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -445,7 +479,7 @@ impl HistoryStore {
         let mut w = Writer::default();
         w.u32(u32::try_from(self.visits.len()).unwrap_or(u32::MAX));
         for entry in self.visits.values() {
-            if let Some(visit) = source.visit(&entry.stored_at) {
+            if let Some(visit) = self.read(entry, source) {
                 w.raw(visit.device.as_bytes()).bytes_u32(&visit.encode());
             }
         }
@@ -470,6 +504,23 @@ mod tests {
         fn visit(&self, at: &AttachmentRef) -> Option<Visit> {
             self.0.get(at).cloned()
         }
+    }
+
+    /// An index entry is 16 bytes (100,000 visits: 3.2 MB less than with the envelope's ID in
+    /// each), and a slot reads back as the envelope it was handed out for.
+    #[test]
+    fn an_index_entry_names_its_envelope_by_slot() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        let mut store = HistoryStore::default();
+        let (a, b) =
+            (EnvelopeId(crate::hash::Hash::from_bytes([1; 32])), EnvelopeId(crate::hash::Hash::from_bytes([2; 32])));
+        let first = store.entry(5, AttachmentRef { envelope: a, index: 7 });
+        let second = store.entry(6, AttachmentRef { envelope: b, index: 0 });
+        let third = store.entry(7, AttachmentRef { envelope: a, index: 8 });
+        assert_eq!((first.envelope, second.envelope, third.envelope), (0, 1, 0));
+        assert_eq!(store.stored_at(&third), Some(AttachmentRef { envelope: a, index: 8 }));
+        assert_eq!(store.stored_at(&second), Some(AttachmentRef { envelope: b, index: 0 }));
+        assert_eq!(store.stored_at(&Entry { at_ms: 0, envelope: 9, index: 0 }), None);
     }
 
     /// A batch naming one visit ID twice keeps the first, small or large, so replicas agree.
@@ -512,7 +563,8 @@ mod tests {
 
             // The same batch staged by a restore, then settled: the same result.
             let mut restored = HistoryStore::default();
-            let again: Vec<_> = store.visits.iter().map(|(id, e)| (*id, e.at_ms, e.stored_at)).collect();
+            let again: Vec<_> =
+                store.visits.iter().map(|(id, e)| (*id, e.at_ms, store.stored_at(e).unwrap())).collect();
             let mut with_repeat = again.clone();
             with_repeat.push((first, 5, AttachmentRef { envelope, index: n - 1 }));
             assert!(restored.stage(&identity, with_repeat, &source).is_empty());
