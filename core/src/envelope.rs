@@ -103,7 +103,10 @@ pub enum EnvelopeBuildError {
 }
 
 /// A decoded envelope. **Not verified**: call [`Envelope::verify`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Equal envelopes are those with one ID (the hash of the whole signed body), one signature and
+/// the same attachments present.
+#[derive(Clone, Debug)]
 pub struct Envelope {
     kind: u8,
     author: DeviceId,
@@ -112,11 +115,25 @@ pub struct Envelope {
     hlc: Timestamp,
     parents: Vec<EnvelopeId>,
     payload: Vec<u8>,
+    /// The hashes as listed in the body, until the attachments are checked against them. Once
+    /// verified they are dropped: a present attachment's hash is recomputed from its bytes when
+    /// the body is written again, and only the withheld ones' are kept (32 bytes a visit was 3.2
+    /// MB of a replica holding 100,000).
     attachment_hashes: Vec<Hash>,
+    /// The hashes of attachments without their bytes (redacted), by index, once verified.
+    withheld_hashes: Vec<(u32, Hash)>,
     attachments: Attachments,
     signature: [u8; 64],
     id: EnvelopeId,
 }
+
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.signature == other.signature && self.attachments == other.attachments
+    }
+}
+
+impl Eq for Envelope {}
 
 /// An envelope's attachments in one buffer (a history envelope carries up to 16,384 visits: one
 /// allocation each cost ~40 bytes a visit and a long cold open). Attachment `i` is
@@ -234,6 +251,7 @@ impl Envelope {
             parents,
             payload,
             attachment_hashes: attachments.iter().map(|a| attachment_hash(a)).collect(),
+            withheld_hashes: Vec::new(),
             attachments: {
                 let mut all = Attachments::with_capacity(attachments.len(), attachments.iter().map(Vec::len).sum());
                 for a in &attachments {
@@ -247,6 +265,7 @@ impl Envelope {
         let body = envelope.encode_body();
         envelope.id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body.as_bytes()]));
         envelope.signature = author.sign(&signing_message(domain::ENVELOPE, identity, &envelope.id.0));
+        envelope.forget_present_hashes();
         Ok(VerifiedEnvelope(envelope))
     }
 
@@ -264,10 +283,41 @@ impl Envelope {
         w.u64(self.hlc.wall_ms).u32(self.hlc.counter);
         let parents: Vec<[u8; 32]> = self.parents.iter().map(|p| *p.as_bytes()).collect();
         w.hashes(&parents).bytes_u32(&self.payload);
-        w.u32(u32::try_from(self.attachment_hashes.len()).unwrap_or(u32::MAX));
-        for hash in &self.attachment_hashes {
-            w.raw(hash.as_bytes());
+        w.u32(u32::try_from(self.attachments.len()).unwrap_or(u32::MAX));
+        for index in 0..self.attachments.len() {
+            w.raw(self.attachment_hash_at(index).as_bytes());
         }
+    }
+
+    /// The hash the body lists for attachment `index`.
+    fn attachment_hash_at(&self, index: usize) -> Hash {
+        if let Some(listed) = self.attachment_hashes.get(index) {
+            return *listed;
+        }
+        match self.attachments.get(index) {
+            Some(Some(bytes)) => attachment_hash(bytes),
+            // Withheld (or past the end, which the callers never ask for).
+            _ => u32::try_from(index)
+                .ok()
+                .and_then(|i| self.withheld_hashes.binary_search_by_key(&i, |(at, _)| *at).ok())
+                .and_then(|at| self.withheld_hashes.get(at))
+                .map_or(Hash::ZERO, |(_, hash)| *hash),
+        }
+    }
+
+    /// Once the attachments are known to match the listed hashes: keeps only the hashes of the
+    /// withheld ones (the others can be recomputed).
+    fn forget_present_hashes(&mut self) {
+        if self.attachment_hashes.is_empty() {
+            return;
+        }
+        let listed = std::mem::take(&mut self.attachment_hashes);
+        self.withheld_hashes = listed
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| matches!(self.attachments.get(*index), Some(None)))
+            .filter_map(|(index, hash)| Some((u32::try_from(index).ok()?, hash)))
+            .collect();
     }
 
     /// Size of the encoding.
@@ -280,7 +330,7 @@ impl Envelope {
             .saturating_add(prev)
             .saturating_add(32usize.saturating_mul(self.parents.len()))
             .saturating_add(self.payload.len())
-            .saturating_add(32usize.saturating_mul(self.attachment_hashes.len()))
+            .saturating_add(32usize.saturating_mul(self.attachments.len()))
             .saturating_add(attachments)
     }
 
@@ -364,7 +414,20 @@ impl Envelope {
             }
             attachments.push(attachment);
         }
-        Ok(Self { kind, author, seq, prev, hlc, parents, payload, attachment_hashes, attachments, signature, id })
+        Ok(Self {
+            kind,
+            author,
+            seq,
+            prev,
+            hlc,
+            parents,
+            payload,
+            attachment_hashes,
+            withheld_hashes: Vec::new(),
+            attachments,
+            signature,
+            id,
+        })
     }
 
     /// Checks that the author may write this envelope and that the signature verifies for the
@@ -375,7 +438,9 @@ impl Envelope {
             return Err(VerifyError::BadSignature { what: "envelope" });
         }
         self.check_attachments()?;
-        Ok(VerifiedEnvelope(self))
+        let mut verified = self;
+        verified.forget_present_hashes();
+        Ok(VerifiedEnvelope(verified))
     }
 
     /// Every attachment that is present must match the hash the signed body commits to.
@@ -464,7 +529,19 @@ impl VerifiedEnvelope {
     /// Drops attachment `index` (its hash stays in the signed body, so the envelope still
     /// verifies; its bytes are zeroed at once). Returns whether anything was dropped.
     pub fn redact_attachment(&mut self, index: usize) -> bool {
-        self.0.attachments.redact(index)
+        // The body must still list its hash: keep it before the bytes go.
+        let hash = self.0.attachment_hash_at(index);
+        let listed = !self.0.attachment_hashes.is_empty();
+        if !self.0.attachments.redact(index) {
+            return false;
+        }
+        if !listed
+            && let Ok(at) = u32::try_from(index)
+            && let Err(slot) = self.0.withheld_hashes.binary_search_by_key(&at, |(i, _)| *i)
+        {
+            self.0.withheld_hashes.insert(slot, (at, hash));
+        }
+        true
     }
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
@@ -483,7 +560,8 @@ impl VerifiedEnvelope {
     }
     /// Trusts an envelope without checking it. Only for envelopes read back from this device's
     /// own storage after its integrity check (see `docs/protocol.md`, persistence).
-    pub fn assume_verified(envelope: Envelope) -> Self {
+    pub fn assume_verified(mut envelope: Envelope) -> Self {
+        envelope.forget_present_hashes();
         Self(envelope)
     }
 }

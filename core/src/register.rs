@@ -32,6 +32,7 @@ use crate::error::{DecodeError, VerifyError};
 use crate::hash::{Hash, context};
 use crate::hlc::Timestamp;
 use crate::identity::{DeviceId, DeviceSecretKey, IdentityId, domain, signing_message};
+use std::sync::Arc;
 
 /// Format byte of a self-signed register value: type 4, version 1 (read, no longer written).
 const FORMAT_SIGNED: u8 = 0x41;
@@ -68,7 +69,9 @@ pub enum RegisterWriteError {
 /// value with [`RegisterValue::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisterValue {
-    path: String,
+    /// Shared with the replica's register map, which keys the register by it (one copy of each
+    /// path, not two: ~22,500 registers in the realistic profile).
+    path: Arc<str>,
     author: DeviceId,
     hlc: Timestamp,
     supersedes: Vec<ValueId>,
@@ -106,7 +109,7 @@ impl RegisterValue {
     ) -> Result<VerifiedRegisterValue, RegisterWriteError> {
         check_write(path, &value, &mut supersedes)?;
         let mut v = RegisterValue {
-            path: path.to_owned(),
+            path: Arc::from(path),
             author,
             hlc,
             supersedes,
@@ -131,7 +134,7 @@ impl RegisterValue {
     ) -> Result<VerifiedRegisterValue, RegisterWriteError> {
         check_write(path, &value, &mut supersedes)?;
         let mut v = RegisterValue {
-            path: path.to_owned(),
+            path: Arc::from(path),
             author: author.public(),
             hlc,
             supersedes,
@@ -194,7 +197,7 @@ impl RegisterValue {
         let mut r = Reader::new(bytes);
         let start = r.position();
         let format = r.format_of("register value", &[FORMAT_SIGNED, FORMAT_ENVELOPE_SIGNED])?;
-        let path = r.str_u16(MAX_PATH_LEN, "register path")?.to_owned();
+        let path: Arc<str> = Arc::from(r.str_u16(MAX_PATH_LEN, "register path")?);
         let author =
             if format == FORMAT_SIGNED { DeviceId::from_claimed_bytes(r.array("register author")?) } else { *carrier };
         let hlc = Timestamp { wall_ms: r.u64("register hlc")?, counter: r.u32("register hlc")? };
@@ -260,6 +263,10 @@ impl VerifiedRegisterValue {
     }
     /// The register it belongs to.
     pub fn path(&self) -> &str {
+        &self.0.path
+    }
+    /// The register path, shared (a replica keys its register map by it).
+    pub(crate) fn shared_path(&self) -> &Arc<str> {
         &self.0.path
     }
     /// Who wrote it.

@@ -15,7 +15,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use common::Fixture;
 use kathon_core::envelope::{
-    AuthorChains, ChainPosition, Envelope, EnvelopeBuildError, MAX_PAYLOAD_LEN, UnsignedEnvelope,
+    AuthorChains, ChainPosition, Envelope, EnvelopeBuildError, MAX_PAYLOAD_LEN, UnsignedEnvelope, VerifiedEnvelope,
 };
 use kathon_core::hlc::Timestamp;
 
@@ -141,5 +141,10 @@ fn redacted_attachments_are_gone_and_the_envelope_still_verifies() {
         assert_eq!(back.id(), envelope.id());
         assert_eq!(back, envelope);
         assert_eq!(back.attachments().filter(Option::is_some).count(), 10 - gone.len());
+        // A verified envelope keeps only the withheld attachments' hashes and recomputes the
+        // others: written again (verified, or trusted from storage), it is the same bytes.
+        assert_eq!(back.encode(), bytes);
+        let stored = VerifiedEnvelope::assume_verified(Envelope::decode(&bytes).unwrap());
+        assert_eq!((stored.encode(), stored.id()), (bytes.clone(), envelope.id()));
     }
 }

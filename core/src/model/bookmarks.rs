@@ -411,24 +411,26 @@ pub(crate) fn materialize<'a>(
         }
     }
 
+    // `live` is consumed as the nodes are built, so the two never stand in full side by side
+    // (this step was a cold open's peak in wasm).
     let mut nodes: BTreeMap<ItemId, BookmarkNode> = BTreeMap::new();
-    for (id, r) in &live {
-        let regs = by_node.get(id);
+    for (id, r) in live {
+        let regs = by_node.get(&id);
         let text = |reg: Option<&Register>, max, what| {
             reg.and_then(|reg| reg.current(now_ms, skew)).and_then(|v| decode_text(v.value(), max, what).ok())
         };
         let title = text(regs.and_then(|r| r.title), MAX_TITLE_LEN, "title").unwrap_or_default();
         let url = if r.kind == NodeKind::Bookmark { text(regs.and_then(|r| r.url), MAX_URL_LEN, "url") } else { None };
         nodes.insert(
-            *id,
+            id,
             BookmarkNode {
-                id: *id,
+                id,
                 kind: r.kind,
                 title,
                 url,
-                parent: parent.get(id).copied().unwrap_or(ItemId::OTHER),
+                parent: parent.get(&id).copied().unwrap_or(ItemId::OTHER),
                 children: Vec::new(),
-                position: r.position.clone(),
+                position: r.position,
             },
         );
     }

@@ -30,6 +30,7 @@ pub mod yupdate;
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rand_core::CryptoRngCore;
 use yrs::updates::decoder::Decode;
@@ -291,7 +292,7 @@ pub struct BrowserState {
     settings: Settings,
     now_ms: u64,
     doc: Doc,
-    registers: BTreeMap<String, Register>,
+    registers: BTreeMap<Arc<str>, Register>,
     history: HistoryStore,
     chains: AuthorChains,
     log: BTreeMap<EnvelopeId, VerifiedEnvelope>,
@@ -766,7 +767,7 @@ impl BrowserState {
             }
             None => {
                 let mut register = Register::new();
-                let path = value.path().to_owned();
+                let path = value.shared_path().clone();
                 register.insert(value);
                 self.registers.insert(path, register);
             }
@@ -1169,12 +1170,12 @@ impl BrowserState {
 
 /// The registers whose paths lie in `[from, to)`.
 fn prefix_range<'a>(
-    registers: &'a BTreeMap<String, Register>,
+    registers: &'a BTreeMap<Arc<str>, Register>,
     from: &'a str,
     to: &'a str,
 ) -> impl Iterator<Item = (&'a str, &'a Register)> + 'a {
     use core::ops::Bound;
-    registers.range::<str, _>((Bound::Included(from), Bound::Excluded(to))).map(|(p, r)| (p.as_str(), r))
+    registers.range::<str, _>((Bound::Included(from), Bound::Excluded(to))).map(|(p, r)| (&**p, r))
 }
 
 fn split_doc_payload(payload: &[u8]) -> Result<([u8; 16], &[u8]), DecodeError> {
@@ -1249,9 +1250,15 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             self.state.bookmark_cache.take();
         }
         let state = &mut *self.state;
-        self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(&register_path).cloned());
-        let register = state.registers.entry(register_path.clone()).or_default();
-        let written = register.write(state.device_id, &register_path, value, hlc)?;
+        self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(register_path.as_str()).cloned());
+        // As `Register::write`, with the map keyed by the new value's own (shared) path.
+        let supersedes = state
+            .registers
+            .get(register_path.as_str())
+            .map(|r| r.values().map(VerifiedRegisterValue::id).collect())
+            .unwrap_or_default();
+        let written = RegisterValue::write(state.device_id, &register_path, value, hlc, supersedes)?;
+        state.registers.entry(written.shared_path().clone()).or_default().insert(written.clone());
         self.writes.push((register_path, written));
         Ok(())
     }
@@ -1276,15 +1283,19 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             self.state.bookmark_cache.take();
         }
         let state = &mut *self.state;
-        self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(&register_path).cloned());
-        let register = state.registers.entry(register_path.clone()).or_default();
-        let mut supersedes: Vec<_> = register.values().map(VerifiedRegisterValue::id).collect();
+        self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(register_path.as_str()).cloned());
+        let mut supersedes: Vec<_> = state
+            .registers
+            .get(register_path.as_str())
+            .into_iter()
+            .flat_map(|r| r.values().map(VerifiedRegisterValue::id))
+            .collect();
         supersedes.extend(extra);
         supersedes.sort();
         supersedes.dedup();
         supersedes.truncate(usize::from(crate::register::MAX_SUPERSEDES));
         let written = RegisterValue::write(state.device_id, &register_path, value, hlc, supersedes)?;
-        register.insert(written.clone());
+        state.registers.entry(written.shared_path().clone()).or_default().insert(written.clone());
         self.writes.push((register_path, written));
         Ok(())
     }
@@ -1300,10 +1311,10 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         for (p, original) in self.saved {
             match original {
                 Some(r) => {
-                    self.state.registers.insert(p, r);
+                    self.state.registers.insert(Arc::from(p), r);
                 }
                 None => {
-                    self.state.registers.remove(&p);
+                    self.state.registers.remove(p.as_str());
                 }
             }
         }
@@ -1367,8 +1378,9 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     ) -> Result<(), ModelError> {
         schema::check_text(title, MAX_TITLE_LEN, "title")?;
         // A fresh node under a live folder of a regular tree lands exactly where its place says.
-        let fresh =
-            ["place", "title", "url"].iter().all(|f| !self.state.registers.contains_key(&path::bookmark(&id, f)));
+        let fresh = ["place", "title", "url"]
+            .iter()
+            .all(|f| !self.state.registers.contains_key(path::bookmark(&id, f).as_str()));
         let patch = if fresh {
             self.tree_to_patch()
                 .filter(|t| parent.is_root() || t.get(&parent).is_some_and(|n| n.kind == NodeKind::Folder))
@@ -1473,7 +1485,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         let Some(current) = self
             .state
             .registers
-            .get(&register_path)
+            .get(register_path.as_str())
             .and_then(|r| r.current(self.state.now_ms, self.state.settings.max_skew_ms))
         else {
             return Ok(());
@@ -1618,7 +1630,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             .filter(|(p, _)| matches!(path::split(p), Some(("p", _, "password" | "notes")) | Some(("k", _, "secret"))))
             .filter_map(|(p, r)| {
                 let v = r.current(now, skew)?;
-                (!v.value().is_empty() && Vault::sealed_with(v.value()).ok()? != current).then(|| p.clone())
+                (!v.value().is_empty() && Vault::sealed_with(v.value()).ok()? != current).then(|| p.to_string())
             })
             .collect();
         let mut count: usize = 0;
