@@ -306,8 +306,8 @@ impl Envelope {
     }
 
     /// Once the attachments are known to match the listed hashes: keeps only the hashes of the
-    /// withheld ones (the others can be recomputed, at ~0.7 µs an attachment natively, each time
-    /// the body is written).
+    /// withheld ones (the others are recomputed each time the body is written: natively ~0.4 µs
+    /// an attachment, `profile/encode` 124 vs 82 ms for the realistic profile's 100,000).
     fn forget_present_hashes(&mut self) {
         if self.attachment_hashes.is_empty() {
             return;

@@ -1251,14 +1251,16 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         }
         let state = &mut *self.state;
         self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(register_path.as_str()).cloned());
-        // As `Register::write`, with the map keyed by the new value's own (shared) path.
-        let supersedes = state
-            .registers
-            .get(register_path.as_str())
-            .map(|r| r.values().map(VerifiedRegisterValue::id).collect())
-            .unwrap_or_default();
-        let written = RegisterValue::write(state.device_id, &register_path, value, hlc, supersedes)?;
-        state.registers.entry(written.shared_path().clone()).or_default().insert(written.clone());
+        let written = match state.registers.get_mut(register_path.as_str()) {
+            Some(register) => register.write(state.device_id, &register_path, value, hlc)?,
+            None => {
+                // A new register is keyed by its first value's own (shared) path.
+                let mut register = Register::new();
+                let written = register.write(state.device_id, &register_path, value, hlc)?;
+                state.registers.insert(written.shared_path().clone(), register);
+                written
+            }
+        };
         self.writes.push((register_path, written));
         Ok(())
     }
