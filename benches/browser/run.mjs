@@ -211,9 +211,20 @@ async function inBrowserWith(executable, profileDir, url, body) {
 // ---- Summary ----
 let summary = { ratios: {} };
 const ratio = (a, b) => (a / b).toFixed(2);
-if (want('write') && want('profile')) {
+if (want('write')) {
 const writeRate = (lib) => (WRITES * 1000) / median(results.write[lib].map((r) => r.ms));
 const cpu = (lib) => (median(results.write[lib].map((r) => r.cpuMs)) * 1000) / WRITES;
+Object.assign(summary, {
+  writesPerSecond: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l))])),
+  cpuMicrosPerEdit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l))])),
+  oneEditDurableMs: Object.fromEntries(LIBS.map((l) => [l, +median(results.write[l].map((r) => r.latency.medianMs)).toFixed(1)])),
+});
+Object.assign(summary.ratios, {
+  writeThroughputVsYjs: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.yjs),
+  writeThroughputVsAutomerge: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.automerge),
+});
+}
+if (want('profile')) {
 const openMs = (lib) => median(results.open[lib].map((r) => r.ms));
 const initMs = (lib) => median(results.open[lib].map((r) => r.initMs));
 const records = (() => {
@@ -222,20 +233,15 @@ const records = (() => {
 })();
 const kathonLoadMem = results.load.kathon.memory.jsHeap + results.load.kathon.memory.wasm;
 const openMem = (lib) => median(results.open[lib].map((r) => r.memory.jsHeap + (r.memory.wasm ?? 0)));
-summary = {
-  writesPerSecond: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l))])),
-  cpuMicrosPerEdit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l))])),
-  oneEditDurableMs: Object.fromEntries(LIBS.map((l) => [l, +median(results.write[l].map((r) => r.latency.medianMs)).toFixed(1)])),
+Object.assign(summary, {
   coldOpenMs: Object.fromEntries(LIBS.map((l) => [l, Math.round(openMs(l))])),
   wasmInitMs: Object.fromEntries(LIBS.map((l) => [l, Math.round(initMs(l))])),
   storedBytes: Object.fromEntries(LIBS.map((l) => [l, results.load[l].stored.bytes])),
   memoryBytesPerRecordAfterLoad: { kathon: Math.round(kathonLoadMem / records), yjs: Math.round(results.load.yjs.memory.jsHeap / records) },
   memoryBytesPerRecordAfterColdOpen: { kathon: Math.round(openMem('kathon') / records), yjs: Math.round(openMem('yjs') / records) },
   records,
-};
-summary.ratios = {
-  writeThroughputVsYjs: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.yjs),
-  writeThroughputVsAutomerge: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.automerge),
+});
+Object.assign(summary.ratios, {
   coldOpenVsYjs: ratio(summary.coldOpenMs.kathon, summary.coldOpenMs.yjs),
   coldOpenWithInitVsYjs: ratio(summary.coldOpenMs.kathon + summary.wasmInitMs.kathon, summary.coldOpenMs.yjs),
   coldOpenVsAutomerge: ratio(summary.coldOpenMs.kathon, summary.coldOpenMs.automerge),
@@ -243,7 +249,7 @@ summary.ratios = {
   storedBytesVsAutomerge: ratio(summary.storedBytes.kathon, summary.storedBytes.automerge),
   memoryPerRecordAfterLoadVsYjs: ratio(summary.memoryBytesPerRecordAfterLoad.kathon, summary.memoryBytesPerRecordAfterLoad.yjs),
   memoryPerRecordAfterColdOpenVsYjs: ratio(summary.memoryBytesPerRecordAfterColdOpen.kathon, summary.memoryBytesPerRecordAfterColdOpen.yjs),
-};
+});
 }
 if (want('signatures')) {
 const sig = (key) => median(results.signatures.map((r) => (typeof key === 'function' ? key(r) : r[key])));

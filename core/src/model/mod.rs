@@ -338,6 +338,10 @@ impl history::VisitSource for LogVisits<'_> {
         let bytes = envelope.attachment(usize::try_from(at.index).ok()?)?;
         Visit::decode(bytes, *envelope.author()).ok()
     }
+    fn peek(&self, at: &AttachmentRef) -> Option<(ItemId, u64)> {
+        let bytes = self.0.get(&at.envelope)?.attachment(usize::try_from(at.index).ok()?)?;
+        Visit::peek(bytes).ok()
+    }
 }
 
 struct View<'a> {
@@ -514,7 +518,7 @@ impl BrowserState {
     /// Ends a run of [`BrowserState::restore`]s: indexes what they staged. Until then the
     /// history shows none of the restored visits.
     pub fn finish_restore(&mut self) {
-        self.history.settle();
+        self.history.settle(&LogVisits(&self.log));
     }
 
     /// Advances local time: applies envelopes whose timestamps were too far ahead. Returns the
@@ -718,7 +722,7 @@ impl BrowserState {
                             .into());
                         }
                         self.record(envelope);
-                        let (_, redact) = self.history.delete(&self.identity, deletion, &LogVisits(&self.log));
+                        let redact = self.history.delete(&self.identity, deletion, &LogVisits(&self.log));
                         self.redact(&redact);
                         self.events.push_back(Event::Changed {
                             kind: ChangeKind::History,
@@ -1761,7 +1765,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         for deletion in deletions {
             let envelope =
                 state.sign_and_apply(KIND_HISTORY, HistoryOp::Delete(deletion.clone()).encode(), Vec::new())?;
-            let (_, redact) = state.history.delete(&state.identity, deletion, &LogVisits(&state.log));
+            let redact = state.history.delete(&state.identity, deletion, &LogVisits(&state.log));
             state.redact(&redact);
             state.events.push_back(Event::Changed {
                 kind: ChangeKind::History,
