@@ -2,8 +2,8 @@
 //! (every byte the process asks the heap for), Kathon next to `yrs` holding the same data in the
 //! Yjs shape the browser benches use.
 //!
-//! * **load**: the profile imported into a fresh replica (Kathon: signed, sealed, its storage
-//!   batches written to a real file as they come; Yjs: one transaction).
+//! * **load**: the profile imported into a fresh replica (Kathon: signed, sealed, its events read
+//!   and its storage batches written to a real file, as a driver does; Yjs: one transaction).
 //! * **cold open**: the stored profile read back from that file into a new replica (Kathon:
 //!   `Engine::load`, integrity checked; Yjs: decode and apply its v1 state), the file's bytes
 //!   dropped afterwards.
@@ -191,6 +191,8 @@ fn main() {
     let mut file = std::fs::File::create(&path).unwrap();
     let mut engine = Engine::create_identity(Config::default(), "memory", [7; 32], now).unwrap();
     kathon_benches::load_profile(&mut engine, &profile, now);
+    // Read the events as a driver does (one per visit and bookmark: ~106,000).
+    while engine.poll_event().is_some() {}
     while let Some(batch) = engine.poll_storage() {
         for (key, body) in &batch.puts {
             append(&mut file, key, body);

@@ -780,3 +780,27 @@ fn envelopes_in_flight_are_not_sent_twice_when_a_summary_crosses_them() {
     assert_eq!(frames.len(), made, "{} envelope frames for {made} envelopes: some went twice", frames.len());
     assert_eq!(net.engine(b).state().unwrap().bookmarks().children(&ItemId::MENU).len(), 200);
 }
+
+/// Reading a burst of events gives the queues' room back. An import queues an event per visit,
+/// and the engine used to move the replica's whole queue into its own: once read, both kept room
+/// for the whole burst (30 MB after the realistic profile's 106,000 events).
+#[test]
+fn read_events_leave_no_queue_room_behind() {
+    use kathon_core::model::history::Transition;
+    let now = 1_790_000_000_000u64;
+    let mut engine = kathon_core::sync::Engine::create_identity(Config::default(), "events", [7; 32], now).unwrap();
+    engine
+        .transact(now, |e| {
+            for i in 0..5_000u64 {
+                e.record_visit(&format!("https://example.org/{i}"), "", now - i, Transition::Link)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut read = 0;
+    while engine.poll_event().is_some() {
+        read += 1;
+    }
+    assert!(read >= 5_000, "{read} events");
+    assert!(engine.event_queue_capacity() <= 128, "room for {} events kept", engine.event_queue_capacity());
+}

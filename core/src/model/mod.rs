@@ -445,7 +445,13 @@ impl BrowserState {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        crate::sync::pop_releasing(&mut self.events)
+    }
+
+    /// How many events the queue has room for.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn event_queue_capacity(&self) -> usize {
+        self.events.capacity()
     }
 
     /// Every applied envelope, in the order it was applied (a causal order).
