@@ -202,6 +202,27 @@ async fn a_too_large_visit_batch_is_refused_and_changes_nothing() {
     store.close();
 }
 
+/// Visits are decoded one at a time as they are recorded: one that does not decode, after good
+/// ones, still refuses the whole call and records nothing.
+#[wasm_bindgen_test]
+async fn a_visit_batch_with_one_bad_visit_is_refused_and_changes_nothing() {
+    let store = KathonStore::open(unique("visits-bad")).await.unwrap();
+    store.create_identity("laptop").unwrap();
+    let visits = js_sys::Array::new();
+    for i in 0..3 {
+        visits.push(&json(&format!(r#"{{"url":"https://a.example/{i}"}}"#)));
+    }
+    visits.push(&json(r#"{"title":"no url"}"#));
+    let error = store.record_visits(visits.into()).unwrap_err();
+    assert!(error.is_instance_of::<js_sys::Error>());
+    assert_eq!(get(&error, "code").as_string().unwrap(), "invalid");
+    assert!(get(&error, "message").as_string().unwrap().contains("visits[3]"));
+    assert_eq!(js_sys::Array::from(&store.history(None, None).unwrap()).length(), 0);
+    let error = store.record_visits(json(r#"{"url":"https://a.example/"}"#)).unwrap_err();
+    assert_eq!(get(&error, "code").as_string().unwrap(), "invalid");
+    store.close();
+}
+
 // ------------------------------------------------------------------------------------------------
 // Two stores in one page, connected by a test bridge (and, in one test, a man in the middle).
 // ------------------------------------------------------------------------------------------------
