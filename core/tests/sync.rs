@@ -781,18 +781,24 @@ fn envelopes_in_flight_are_not_sent_twice_when_a_summary_crosses_them() {
     assert_eq!(net.engine(b).state().unwrap().bookmarks().children(&ItemId::MENU).len(), 200);
 }
 
-/// Reading a burst of events gives the queues' room back. An import queues an event per visit,
-/// and the engine used to move the replica's whole queue into its own: once read, both kept room
-/// for the whole burst (30 MB after the realistic profile's 106,000 events).
+/// Reading a burst of events gives the queues' room back. The engine used to move the replica's
+/// whole queue into its own: once read, both kept room for the whole burst (30 MB after the
+/// realistic profile's import, which then queued an event per visit).
 #[test]
 fn read_events_leave_no_queue_room_behind() {
-    use kathon_core::model::history::Transition;
+    use kathon_core::model::schema::ItemId;
     let now = 1_790_000_000_000u64;
     let mut engine = kathon_core::sync::Engine::create_identity(Config::default(), "events", [7; 32], now).unwrap();
     engine
         .transact(now, |e| {
-            for i in 0..5_000u64 {
-                e.record_visit(&format!("https://example.org/{i}"), "", now - i, Transition::Link)?;
+            for i in 0..3_000 {
+                e.add_bookmark(
+                    ItemId::TOOLBAR,
+                    None,
+                    NodeKind::Bookmark,
+                    &format!("b{i}"),
+                    Some("https://a.example/"),
+                )?;
             }
             Ok(())
         })
@@ -801,6 +807,51 @@ fn read_events_leave_no_queue_room_behind() {
     while engine.poll_event().is_some() {
         read += 1;
     }
-    assert!(read >= 5_000, "{read} events");
+    assert!(read >= 3_000, "{read} events");
     assert!(engine.event_queue_capacity() <= 128, "room for {} events kept", engine.event_queue_capacity());
+}
+
+/// A batch of visits reports each visit, up to `MAX_VISIT_EVENTS`; a larger one (an import)
+/// reports one history change with no ID, locally and on the peer that receives it.
+#[test]
+fn a_large_visit_batch_reports_one_change() {
+    use kathon_core::model::history::Transition;
+    use kathon_core::model::{ChangeKind, Event, MAX_VISIT_EVENTS};
+    let history_changes = |events: &[EngineEvent]| -> Vec<Option<ItemId>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::Model(Event::Changed { kind: ChangeKind::History, id, .. }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut net = net(41);
+    let a = net.add_founder("laptop");
+    let b = net.add_paired(a, "phone");
+    net.run_for(200);
+    for (count, one_each) in [(MAX_VISIT_EVENTS, true), (MAX_VISIT_EVENTS + 1, false)] {
+        let now = net.now_ms;
+        for node in [a, b] {
+            net.nodes[node].events.clear();
+        }
+        net.engine(a)
+            .transact(now, |e| {
+                for i in 0..count {
+                    e.record_visit(&format!("https://v.example/{count}/{i}"), "", 1_000 + i as u64, Transition::Link)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        net.run_for(500);
+        for node in [a, b] {
+            let changes = history_changes(&net.nodes[node].events);
+            if one_each {
+                assert_eq!(changes.len(), count, "node {node}");
+                assert!(changes.iter().all(Option::is_some));
+            } else {
+                assert_eq!(changes, vec![None], "node {node}");
+            }
+        }
+    }
 }

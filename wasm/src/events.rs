@@ -2,7 +2,7 @@
 //!
 //! | kind | object |
 //! |---|---|
-//! | `change` | `{ kind: "bookmark" \| "history" \| "password" \| "workspace" \| "key", id?, by, local }` |
+//! | `change` | `{ kind: "bookmark" \| "history" \| "password" \| "workspace" \| "key", id?, by, local }` (no `id`: many history changes) |
 //! | `committed` | `{ envelopes: number }` (local changes are durable) |
 //! | `peers` | `{ authenticated?: {peer, device, name} , refused?: {peer, reason, message, peerReason} }` |
 //! | `pairing` | `{ request?: {peer, device, name, sas}, sas?: string, paired?: identity }` |

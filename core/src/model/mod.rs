@@ -109,6 +109,9 @@ pub enum ChangeKind {
     Key,
 }
 
+/// Most visits one batch reports one by one (see [`Event::Changed`]).
+pub const MAX_VISIT_EVENTS: usize = 256;
+
 /// Something the app should know about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -117,7 +120,8 @@ pub enum Event {
     Changed {
         /// What kind.
         kind: ChangeKind,
-        /// Which item (`None` for history deletions that cover many).
+        /// Which item (`None` for history deletions, and for batches of more than
+        /// [`MAX_VISIT_EVENTS`] visits: re-read the history).
         id: Option<ItemId>,
         /// The device that made the change.
         by: DeviceId,
@@ -707,16 +711,7 @@ impl BrowserState {
                         }
                         let (added, redact) = self.history.add(&self.identity, visits, &LogVisits(&self.log));
                         self.redact(&redact);
-                        {
-                            for id in added {
-                                self.events.push_back(Event::Changed {
-                                    kind: ChangeKind::History,
-                                    id: Some(id),
-                                    by: author,
-                                    local: false,
-                                });
-                            }
-                        }
+                        self.visits_changed(added, author, false);
                         return Ok(Some(()));
                     }
                     HistoryOp::Delete(deletion) => {
@@ -1817,15 +1812,21 @@ impl BrowserState {
             .collect();
         let (added, redact) = self.history.add(&self.identity, refs, &LogVisits(&self.log));
         self.redact(&redact);
-        for id in added {
-            self.events.push_back(Event::Changed {
-                kind: ChangeKind::History,
-                id: Some(id),
-                by: self.device_id,
-                local: true,
-            });
-        }
+        self.visits_changed(added, self.device_id, true);
         Ok(envelope)
+    }
+
+    /// Reports added visits: one change each, or for a batch of more than [`MAX_VISIT_EVENTS`]
+    /// one change with no ID, as a deletion reports (an import of 100,000 visits queued an event
+    /// each: 11 MB in the replica, and again in the driver and as JS objects).
+    fn visits_changed(&mut self, added: Vec<ItemId>, by: DeviceId, local: bool) {
+        if added.len() > MAX_VISIT_EVENTS {
+            self.events.push_back(Event::Changed { kind: ChangeKind::History, id: None, by, local });
+            return;
+        }
+        for id in added {
+            self.events.push_back(Event::Changed { kind: ChangeKind::History, id: Some(id), by, local });
+        }
     }
 }
 
