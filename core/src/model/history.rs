@@ -99,7 +99,8 @@ impl Visit {
     }
 
     /// The ID and time of an encoded visit, without decoding its text: for this device's own,
-    /// integrity-checked storage (a cold open indexes 100,000 visits this way).
+    /// integrity-checked storage (a cold open indexes 100,000 visits this way), and for the index
+    /// to read the keys of visits it holds (each was fully decoded, or came from that storage).
     pub(crate) fn peek(bytes: &[u8]) -> Result<(ItemId, u64), DecodeError> {
         let mut r = Reader::new(bytes);
         r.format("visit", VISIT_FORMAT)?;
