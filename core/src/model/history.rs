@@ -850,175 +850,186 @@ mod tests {
         }
     }
 
-    /// What a history store must do, written the plain way: a map by ID, the first visit of an ID
-    /// kept, every deletion applied now and to later arrivals.
-    #[derive(Default)]
-    struct Model {
-        visits: BTreeMap<ItemId, (u64, AttachmentRef)>,
-        tombstones: Vec<HistoryDeletion>,
-    }
+    /// The model-based test (proptest is a native-only dev-dependency).
+    #[cfg(not(target_arch = "wasm32"))]
+    mod model_based {
+        use super::*;
 
-    impl Model {
-        fn add(
-            &mut self,
-            identity: &IdentityId,
-            batch: &[(ItemId, u64, AttachmentRef)],
-            source: &Source,
-        ) -> Vec<AttachmentRef> {
-            let mut redact = Vec::new();
-            for (id, at_ms, at) in batch {
-                if self.tombstones.iter().any(|t| t.matches(identity, *id, *at_ms, &|| source.visit(at))) {
-                    redact.push(*at);
-                } else {
-                    self.visits.entry(*id).or_insert((*at_ms, *at));
+        /// What a history store must do, written the plain way: a map by ID, the first visit of an ID
+        /// kept, every deletion applied now and to later arrivals.
+        #[derive(Default)]
+        struct Model {
+            visits: BTreeMap<ItemId, (u64, AttachmentRef)>,
+            tombstones: Vec<HistoryDeletion>,
+        }
+
+        impl Model {
+            fn add(
+                &mut self,
+                identity: &IdentityId,
+                batch: &[(ItemId, u64, AttachmentRef)],
+                source: &Source,
+            ) -> Vec<AttachmentRef> {
+                let mut redact = Vec::new();
+                for (id, at_ms, at) in batch {
+                    if self.tombstones.iter().any(|t| t.matches(identity, *id, *at_ms, &|| source.visit(at))) {
+                        redact.push(*at);
+                    } else {
+                        self.visits.entry(*id).or_insert((*at_ms, *at));
+                    }
                 }
+                redact
             }
-            redact
+
+            fn delete(
+                &mut self,
+                identity: &IdentityId,
+                deletion: HistoryDeletion,
+                source: &Source,
+            ) -> Vec<AttachmentRef> {
+                let mut redact = Vec::new();
+                self.visits.retain(|id, (at_ms, at)| {
+                    let doomed = deletion.matches(identity, *id, *at_ms, &|| source.visit(at));
+                    if doomed {
+                        redact.push(*at);
+                    }
+                    !doomed
+                });
+                self.tombstones.push(deletion);
+                redact
+            }
         }
 
-        fn delete(&mut self, identity: &IdentityId, deletion: HistoryDeletion, source: &Source) -> Vec<AttachmentRef> {
-            let mut redact = Vec::new();
-            self.visits.retain(|id, (at_ms, at)| {
-                let doomed = deletion.matches(identity, *id, *at_ms, &|| source.visit(at));
-                if doomed {
-                    redact.push(*at);
-                }
-                !doomed
-            });
-            self.tombstones.push(deletion);
-            redact
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// A batch of visits `(ID pick, time, URL pick)`, added or (`staged`) restored.
+            Visits {
+                visits: Vec<(u16, u8, u8)>,
+                staged: bool,
+            },
+            DeleteIds(Vec<u16>),
+            DeleteRange(u8, u8),
+            DeleteAll(u8),
+            DeleteUrl(u8, u8),
         }
-    }
 
-    #[derive(Clone, Debug)]
-    enum Op {
-        /// A batch of visits `(ID pick, time, URL pick)`, added or (`staged`) restored.
-        Visits {
-            visits: Vec<(u16, u8, u8)>,
-            staged: bool,
-        },
-        DeleteIds(Vec<u16>),
-        DeleteRange(u8, u8),
-        DeleteAll(u8),
-        DeleteUrl(u8, u8),
-    }
+        fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+            use proptest::prelude::*;
+            prop_oneof![
+                6 => (proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 0..40), any::<bool>())
+                    .prop_map(|(visits, staged)| Op::Visits { visits, staged }),
+                1 => proptest::collection::vec(any::<u16>(), 0..8).prop_map(Op::DeleteIds),
+                1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::DeleteRange(a.min(b), a.max(b))),
+                1 => (0u8..40).prop_map(Op::DeleteAll),
+                1 => (0u8..3, any::<u8>()).prop_map(|(u, t)| Op::DeleteUrl(u, t)),
+            ]
+        }
 
-    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
-        use proptest::prelude::*;
-        prop_oneof![
-            6 => (proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 0..40), any::<bool>())
-                .prop_map(|(visits, staged)| Op::Visits { visits, staged }),
-            1 => proptest::collection::vec(any::<u16>(), 0..8).prop_map(Op::DeleteIds),
-            1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::DeleteRange(a.min(b), a.max(b))),
-            1 => (0u8..40).prop_map(Op::DeleteAll),
-            1 => (0u8..3, any::<u8>()).prop_map(|(u, t)| Op::DeleteUrl(u, t)),
-        ]
-    }
+        /// IDs from a small pool, many sharing their first 8 bytes, and times from a small range: so
+        /// ties on the 16-byte entries' leads, repeats and merges of the fresh tree are common.
+        fn pick_id(pick: u16) -> ItemId {
+            let mut id = [0u8; 16];
+            id[7] = (pick % 5) as u8;
+            id[15] = ((pick / 5) % 60) as u8;
+            id[0] = 0x10;
+            ItemId::from_bytes(id)
+        }
 
-    /// IDs from a small pool, many sharing their first 8 bytes, and times from a small range: so
-    /// ties on the 16-byte entries' leads, repeats and merges of the fresh tree are common.
-    fn pick_id(pick: u16) -> ItemId {
-        let mut id = [0u8; 16];
-        id[7] = (pick % 5) as u8;
-        id[15] = ((pick / 5) % 60) as u8;
-        id[0] = 0x10;
-        ItemId::from_bytes(id)
-    }
+        proptest::proptest! {
+            #![proptest_config(proptest::test_runner::Config { cases: 256, ..Default::default() })]
 
-    proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config { cases: 256, ..Default::default() })]
-
-        /// The two sorted runs and their fresh trees answer as the plain model does: the same
-        /// visits (first of an ID kept), in the same order by time and by ID, the same ones
-        /// redacted, through restores, additions, merges and every kind of deletion.
-        #[test]
-        fn the_index_agrees_with_a_plain_map(ops in proptest::collection::vec(op(), 1..40)) {
-            let identity = RootSecretKey::from_secret_bytes(&[1; 32]).public();
-            let device = DeviceSecretKey::from_secret_bytes(&[2; 32]).public();
-            let urls = ["https://a.example/", "https://b.example/", "https://c.example/"];
-            let mut source = Source(BTreeMap::new());
-            let mut store = HistoryStore::default();
-            let mut model = Model::default();
-            for (n, op) in ops.into_iter().enumerate() {
-                let (got, want) = match op {
-                    Op::Visits { visits, staged } => {
-                        let envelope = EnvelopeId(crate::hash::Hash::from_bytes([n as u8 + 1; 32]));
-                        let batch: Vec<_> = visits
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (pick, t, u))| {
-                                let at = AttachmentRef { envelope, index: i as u32 };
-                                let id = pick_id(*pick);
-                                let visit = Visit {
-                                    id,
-                                    url: urls[*u as usize].to_owned(),
-                                    title: String::new(),
-                                    visited_at_ms: u64::from(*t),
-                                    transition: Transition::Link,
-                                    device,
-                                };
-                                source.0.insert(at, visit);
-                                (id, u64::from(*t), at)
-                            })
-                            .collect();
-                        let want = model.add(&identity, &batch, &source);
-                        let got = if staged {
-                            store.stage(&identity, batch, &source)
-                        } else {
-                            store.add(&identity, batch, &source).1
-                        };
-                        (got, want)
+            /// The two sorted runs and their fresh trees answer as the plain model does: the same
+            /// visits (first of an ID kept), in the same order by time and by ID, the same ones
+            /// redacted, through restores, additions, merges and every kind of deletion.
+            #[test]
+            fn the_index_agrees_with_a_plain_map(ops in proptest::collection::vec(op(), 1..40)) {
+                let identity = RootSecretKey::from_secret_bytes(&[1; 32]).public();
+                let device = DeviceSecretKey::from_secret_bytes(&[2; 32]).public();
+                let urls = ["https://a.example/", "https://b.example/", "https://c.example/"];
+                let mut source = Source(BTreeMap::new());
+                let mut store = HistoryStore::default();
+                let mut model = Model::default();
+                for (n, op) in ops.into_iter().enumerate() {
+                    let (got, want) = match op {
+                        Op::Visits { visits, staged } => {
+                            let envelope = EnvelopeId(crate::hash::Hash::from_bytes([n as u8 + 1; 32]));
+                            let batch: Vec<_> = visits
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (pick, t, u))| {
+                                    let at = AttachmentRef { envelope, index: i as u32 };
+                                    let id = pick_id(*pick);
+                                    let visit = Visit {
+                                        id,
+                                        url: urls[*u as usize].to_owned(),
+                                        title: String::new(),
+                                        visited_at_ms: u64::from(*t),
+                                        transition: Transition::Link,
+                                        device,
+                                    };
+                                    source.0.insert(at, visit);
+                                    (id, u64::from(*t), at)
+                                })
+                                .collect();
+                            let want = model.add(&identity, &batch, &source);
+                            let got = if staged {
+                                store.stage(&identity, batch, &source)
+                            } else {
+                                store.add(&identity, batch, &source).1
+                            };
+                            (got, want)
+                        }
+                        other => {
+                            let deletion = match other {
+                                Op::DeleteIds(picks) => {
+                                    let mut ids: Vec<ItemId> = picks.into_iter().map(pick_id).collect();
+                                    ids.sort();
+                                    ids.dedup();
+                                    HistoryDeletion::Visits(ids)
+                                }
+                                Op::DeleteRange(from, to) => {
+                                    HistoryDeletion::Range { from_ms: from.into(), to_ms: to.into() }
+                                }
+                                Op::DeleteAll(up_to) => HistoryDeletion::All { up_to_ms: up_to.into() },
+                                Op::DeleteUrl(u, up_to) => HistoryDeletion::Url {
+                                    url_key: url_key(&identity, urls[u as usize]),
+                                    up_to_ms: up_to.into(),
+                                },
+                                Op::Visits { .. } => unreachable!(),
+                            };
+                            let want = model.delete(&identity, deletion.clone(), &source);
+                            (store.delete(&identity, deletion, &source), want)
+                        }
+                    };
+                    let (mut got, mut want) = (got, want);
+                    got.sort();
+                    want.sort();
+                    proptest::prop_assert_eq!(got, want, "redacted, op {}", n);
+                    if n % 3 == 0 {
+                        store.settle(&source);
                     }
-                    other => {
-                        let deletion = match other {
-                            Op::DeleteIds(picks) => {
-                                let mut ids: Vec<ItemId> = picks.into_iter().map(pick_id).collect();
-                                ids.sort();
-                                ids.dedup();
-                                HistoryDeletion::Visits(ids)
-                            }
-                            Op::DeleteRange(from, to) => {
-                                HistoryDeletion::Range { from_ms: from.into(), to_ms: to.into() }
-                            }
-                            Op::DeleteAll(up_to) => HistoryDeletion::All { up_to_ms: up_to.into() },
-                            Op::DeleteUrl(u, up_to) => HistoryDeletion::Url {
-                                url_key: url_key(&identity, urls[u as usize]),
-                                up_to_ms: up_to.into(),
-                            },
-                            Op::Visits { .. } => unreachable!(),
-                        };
-                        let want = model.delete(&identity, deletion.clone(), &source);
-                        (store.delete(&identity, deletion, &source), want)
-                    }
-                };
-                let (mut got, mut want) = (got, want);
-                got.sort();
-                want.sort();
-                proptest::prop_assert_eq!(got, want, "redacted, op {}", n);
-                if n % 3 == 0 {
                     store.settle(&source);
-                }
-                store.settle(&source);
-                proptest::prop_assert_eq!(store.len(), model.visits.len());
-                let mut by_time: Vec<(u64, ItemId)> = model.visits.iter().map(|(id, (t, _))| (*t, *id)).collect();
-                by_time.sort();
-                by_time.reverse();
-                let recent: Vec<(u64, ItemId)> = store.recent(&source).map(|v| (v.visited_at_ms, v.id)).collect();
-                proptest::prop_assert_eq!(recent, by_time);
-                let keys = Keys { envelopes: &store.envelopes, source: &source };
-                let mut ordered = store.by_id.ordered(false);
-                let mut by_id = Vec::new();
-                while let Some(at) = ordered.next(keys) {
-                    by_id.push((keys.peek(at).unwrap().0, store.stored_at(at).unwrap()));
-                }
-                let want: Vec<_> = model.visits.iter().map(|(id, (_, at))| (*id, *at)).collect();
-                proptest::prop_assert_eq!(by_id, want);
-                for pick in 0..300u16 {
-                    let id = pick_id(pick);
-                    proptest::prop_assert_eq!(
-                        store.get(&id, &source).map(|v| v.visited_at_ms),
-                        model.visits.get(&id).map(|(t, _)| *t)
-                    );
+                    proptest::prop_assert_eq!(store.len(), model.visits.len());
+                    let mut by_time: Vec<(u64, ItemId)> = model.visits.iter().map(|(id, (t, _))| (*t, *id)).collect();
+                    by_time.sort();
+                    by_time.reverse();
+                    let recent: Vec<(u64, ItemId)> = store.recent(&source).map(|v| (v.visited_at_ms, v.id)).collect();
+                    proptest::prop_assert_eq!(recent, by_time);
+                    let keys = Keys { envelopes: &store.envelopes, source: &source };
+                    let mut ordered = store.by_id.ordered(false);
+                    let mut by_id = Vec::new();
+                    while let Some(at) = ordered.next(keys) {
+                        by_id.push((keys.peek(at).unwrap().0, store.stored_at(at).unwrap()));
+                    }
+                    let want: Vec<_> = model.visits.iter().map(|(id, (_, at))| (*id, *at)).collect();
+                    proptest::prop_assert_eq!(by_id, want);
+                    for pick in 0..300u16 {
+                        let id = pick_id(pick);
+                        proptest::prop_assert_eq!(
+                            store.get(&id, &source).map(|v| v.visited_at_ms),
+                            model.visits.get(&id).map(|(t, _)| *t)
+                        );
+                    }
                 }
             }
         }
