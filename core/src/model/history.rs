@@ -307,7 +307,7 @@ trait Order {
 }
 
 /// By visit ID (lookups, deduplication, the canonical encoding).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct ById;
 
 impl Order for ById {
@@ -321,7 +321,7 @@ impl Order for ById {
 }
 
 /// By time, then ID (so replicas list visits in one order).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct ByTime;
 
 impl Order for ByTime {
@@ -576,20 +576,18 @@ impl HistoryStore {
         }
         let mut by_id = std::mem::take(&mut self.staged_by_id);
         let by_time = std::mem::take(&mut self.staged_by_time);
-        let keys = Keys { envelopes: &self.envelopes, source };
         if self.by_id.len() > 0 {
             for slot in by_id {
-                if let Some((id, at_ms)) = keys.peek(slot.at)
-                    && self.by_id.get(&id, keys).is_none()
-                {
-                    self.by_id.fresh.insert(id, slot.at);
-                    self.by_time.fresh.insert((at_ms, id), slot.at);
+                if let Some((id, at_ms)) = self.stored_at(slot.at).and_then(|at| source.peek(&at)) {
+                    self.index_new(id, at_ms, slot.at, source);
                 }
             }
+            let keys = Keys { envelopes: &self.envelopes, source };
             self.by_id.tidy(keys);
             self.by_time.tidy(keys);
             return;
         }
+        let keys = Keys { envelopes: &self.envelopes, source };
         // Arrival order is `at` (slots are handed out as envelopes arrive): after the key, it
         // puts the first of two visits with one ID first, and the later ones are dropped.
         by_id.sort_unstable_by(|a, b| keys.order::<ById>(a, b).then(a.at.cmp(&b.at)));
@@ -610,6 +608,20 @@ impl HistoryStore {
         self.by_time.settle(by_time, keys);
     }
 
+    /// Indexes a visit unless one with its ID is indexed already (one ID twice, in a batch or
+    /// across: the first one counts, on every replica). The caller tidies afterwards.
+    fn index_new(&mut self, id: ItemId, at_ms: u64, at: Stored, source: &dyn VisitSource) -> bool {
+        if self.by_id.get_settled(&id, Keys { envelopes: &self.envelopes, source }).is_some() {
+            return false;
+        }
+        match self.by_id.fresh.entry(id) {
+            std::collections::btree_map::Entry::Occupied(_) => return false,
+            std::collections::btree_map::Entry::Vacant(entry) => entry.insert(at),
+        };
+        self.by_time.fresh.insert((at_ms, id), at);
+        true
+    }
+
     /// Adds visits `(id, time, where stored)` whose envelope is already in the log. Returns the
     /// visits added and the attachments to redact because a tombstone already covers them.
     pub(crate) fn add(
@@ -627,16 +639,9 @@ impl HistoryStore {
                 continue;
             }
             let at = self.stored(stored_at);
-            // One ID twice (in a batch or across): the first one counts, on every replica.
-            if self.by_id.get_settled(&id, Keys { envelopes: &self.envelopes, source }).is_some() {
-                continue;
+            if self.index_new(id, at_ms, at, source) {
+                added.push(id);
             }
-            match self.by_id.fresh.entry(id) {
-                std::collections::btree_map::Entry::Occupied(_) => continue,
-                std::collections::btree_map::Entry::Vacant(entry) => entry.insert(at),
-            };
-            self.by_time.fresh.insert((at_ms, id), at);
-            added.push(id);
         }
         let keys = Keys { envelopes: &self.envelopes, source };
         self.by_id.tidy(keys);
