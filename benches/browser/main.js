@@ -663,6 +663,17 @@ const transport = {
     pair.close();
     return { connectMs, throughput: { forward, back } };
   },
+  /** `n` pairings in a row, each of two new stores: the time of each. */
+  async pairings(n) {
+    const ms = [];
+    for (let i = 0; i < n; i += 1) {
+      const t0 = now();
+      const bridge = await pairedStores(`pa${i}`, `pb${i}`);
+      bridge.clear();
+      ms.push(now() - t0);
+    }
+    return { ms };
+  },
   /** Two paired Kathon stores in this page: from attaching both to the in-page bridge (join,
    *  offer, answer, ICE, DTLS, SCTP, Hello, Auth both ways) to both authenticated. */
   async kathon(trials) {

@@ -8,7 +8,7 @@
 // script makes (Chromium's mDNS host candidates and every packet stay in it), with the native
 // side from `cargo run --release -p kathon-bridge --example dc_throughput`.
 //
-// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--no-rtc] [--only SECTIONS]
+// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--no-rtc] [--only SECTIONS] [--trace]
 // (`cargo xtask bench` builds pkg/ and runs it; needs root for the namespace.)
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,7 +36,11 @@ const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',
  *  (`--only write,rtc`; `--no-rtc` drops both WebRTC sections). */
 const want = (section) =>
   (!ONLY || ONLY.includes(section)) && !(['rtc', 'sync'].includes(section) && args.includes('--no-rtc'));
-const RTC = want('rtc') || want('sync');
+// `--only pairing [--pairings N]`: N pairings of two in-page stores in a row (a soak for the
+// connection lifecycle; not in the default set).
+const PAIRING = ONLY?.includes('pairing') ?? false;
+const PAIRINGS = flag('--pairings', 20);
+const RTC = want('rtc') || want('sync') || PAIRING;
 const RTC_BYTES = (small ? 8 : 64) << 20;
 const TRIALS = small ? 3 : 10;
 // Extra flags for the native side (e.g. `--native-args "--send-buffer 65536"`), for experiments.
@@ -44,6 +48,17 @@ const NATIVE_ARGS = args.includes('--native-args') ? args[args.indexOf('--native
 const LIBS = ['kathon', 'yjs', 'automerge'];
 const dist = join(root, 'target/bench-browser');
 const work = mkdtempSync(join(tmpdir(), 'kathon-bench-'));
+// The page's warnings and errors are printed; its connection trace (console.debug) with
+// --trace, and otherwise its last lines when a section fails.
+const TRACE = args.includes('--trace');
+let pageTrace = [];
+const showConsole = (m) => {
+  if (m.type() === 'debug') {
+    pageTrace.push(m.text());
+    if (pageTrace.length > 400) pageTrace = pageTrace.slice(-200);
+  }
+  if (['warning', 'error'].includes(m.type()) || (TRACE && m.type() === 'debug')) log(`  page ${m.type()}: ${m.text()}`);
+};
 const ARGS = ['--js-flags=--expose-gc', '--enable-precise-memory-info'];
 
 const median = (xs) => {
@@ -57,9 +72,14 @@ async function inBrowser(profileDir, url, body) {
   try {
     const page = await context.newPage();
     page.on('pageerror', (e) => log(`  page error: ${e.message}`));
+    page.on('console', showConsole);
+    pageTrace = [];
     await page.goto(url);
     await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
     return await body(page);
+  } catch (e) {
+    if (!TRACE) for (const line of pageTrace.slice(-200)) log(`  page trace: ${line}`);
+    throw e;
   } finally {
     await context.close();
   }
@@ -155,6 +175,13 @@ async function rtcSections() {
       log(`  ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms to a durable copy on B; ${JSON.stringify(r.counts)}`);
     }
 
+    if (PAIRING) {
+      log(`==> ${PAIRINGS} pairings of two in-page stores in a row`);
+      const r = await inNs(join(work, 'pairing'), (page) => page.evaluate((n) => bench.transport.pairings(n), PAIRINGS));
+      const sorted = [...r.ms].sort((x, y) => x - y);
+      log(`  pairing: median ${median(r.ms).toFixed(0)} ms, max ${sorted[sorted.length - 1].toFixed(0)} ms over ${r.ms.length}`);
+    }
+
     if (want('rtc')) log(`==> WebRTC connect and throughput (${TRIALS} connections each; ${RTC_BYTES >> 20} MiB each way)`);
     if (want('rtc')) {
       const dir = join(work, 'rtc-chromium');
@@ -200,9 +227,14 @@ async function inBrowserWith(executable, profileDir, url, body) {
   try {
     const page = await context.newPage();
     page.on('pageerror', (e) => log(`  page error: ${e.message}`));
+    page.on('console', showConsole);
+    pageTrace = [];
     await page.goto(url);
     await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
     return await body(page);
+  } catch (e) {
+    if (!TRACE) for (const line of pageTrace.slice(-200)) log(`  page trace: ${line}`);
+    throw e;
   } finally {
     await context.close();
   }

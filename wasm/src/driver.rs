@@ -19,7 +19,7 @@ use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{RtcDataChannel, RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit};
 
 use crate::idb_store::Db;
-use crate::util::{now_ms, warn};
+use crate::util::{now_ms, trace, warn};
 
 pub(crate) type Shared = Rc<RefCell<Inner>>;
 
@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     pub(crate) rtc: BTreeMap<PeerKey, RtcPeer>,
     pub(crate) by_endpoint: BTreeMap<String, PeerKey>,
     pub(crate) known_endpoints: BTreeMap<String, String>,
+    /// How long the offering side waits before dialling an endpoint again, doubled after each
+    /// connection that ended without an authenticated session (up to `MAX_REDIAL_MS`).
+    pub(crate) redial_ms: BTreeMap<String, i32>,
     pub(crate) next_peer: PeerKey,
     pub(crate) listeners: Vec<(u32, String, js_sys::Function)>,
     pub(crate) next_listener: u32,
@@ -122,6 +125,7 @@ impl Inner {
             rtc: BTreeMap::new(),
             by_endpoint: BTreeMap::new(),
             known_endpoints: BTreeMap::new(),
+            redial_ms: BTreeMap::new(),
             next_peer: 1,
             listeners: Vec::new(),
             next_listener: 1,
@@ -137,6 +141,7 @@ impl Inner {
 /// Runs the engine after an input: time, frames out, storage, events, the next timer.
 pub(crate) fn drive(shared: &Shared) {
     let mut events = Vec::new();
+    let mut refused = Vec::new();
     {
         let Ok(mut guard) = shared.try_borrow_mut() else {
             // Re-entered from a callback: run again right after.
@@ -167,8 +172,22 @@ pub(crate) fn drive(shared: &Shared) {
             inner.storage_queue.push_back(batch);
         }
         while let Some(e) = engine.poll_event() {
-            if let EngineEvent::Committed(_) = &e {
-                inner.status.last_sync_ms = now;
+            match &e {
+                EngineEvent::Committed(_) => inner.status.last_sync_ms = now,
+                EngineEvent::PeerRefused { peer, error } => {
+                    trace(&format!("kathon: session {peer} refused: {error}"));
+                    refused.push(*peer);
+                }
+                EngineEvent::PeerAuthenticated { peer, name, .. } => {
+                    trace(&format!("kathon: session {peer} authenticated ({name})"));
+                    let endpoint = inner.by_endpoint.iter().find(|(_, k)| *k == peer).map(|(e, _)| e.clone());
+                    if let Some(endpoint) = endpoint {
+                        inner.redial_ms.remove(&endpoint);
+                    }
+                }
+                EngineEvent::PairingRequest { peer, .. } => trace(&format!("kathon: session {peer} pairing request")),
+                EngineEvent::Paired { .. } => trace("kathon: paired"),
+                _ => {}
             }
             events.push(e);
         }
@@ -191,6 +210,9 @@ pub(crate) fn drive(shared: &Shared) {
         if let Some(delay) = delay {
             schedule(shared, i32::try_from(delay.min(60_000)).unwrap_or(60_000));
         }
+    }
+    for peer in refused {
+        close_channel(shared, peer);
     }
     dispatch(shared, events);
 }
@@ -427,8 +449,12 @@ pub(crate) fn handle_signal_text(shared: &Shared, text: &str) {
                     inner.status.peers_found = inner.known_endpoints.len();
                     (inner.endpoint < endpoint, inner.by_endpoint.contains_key(&endpoint))
                 }
-                Err(_) => return,
+                Err(_) => {
+                    warn("kathon: bug: a peer signal arrived while the store was borrowed; dropped");
+                    return;
+                }
             };
+            trace(&format!("kathon: peer {endpoint} found (offer {offer}, already {already})"));
             emit(shared, "peers", crate::util::to_js(&serde_json::json!({"found": endpoint})));
             if offer && !already {
                 spawn_local(connect(shared.clone(), endpoint));
@@ -441,8 +467,14 @@ pub(crate) fn handle_signal_text(shared: &Shared, text: &str) {
             }
         }
         Signal::Relay { from, payload, .. } => match payload {
-            RtcSignal::Offer { sdp } => spawn_local(answer(shared.clone(), from, sdp)),
-            RtcSignal::Answer { sdp } => spawn_local(accept_answer(shared.clone(), from, sdp)),
+            RtcSignal::Offer { sdp } => {
+                trace(&format!("kathon: offer from {from}"));
+                spawn_local(answer(shared.clone(), from, sdp));
+            }
+            RtcSignal::Answer { sdp } => {
+                trace(&format!("kathon: answer from {from}"));
+                spawn_local(accept_answer(shared.clone(), from, sdp));
+            }
             _ => {}
         },
         Signal::Error { message } => {
@@ -492,17 +524,30 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
         let weak = weak.clone();
         move |_| {
             let Some(shared) = weak.upgrade() else { return };
-            if let Ok(mut inner) = shared.try_borrow_mut() {
+            let Ok(mut inner) = shared.try_borrow_mut() else {
+                warn("kathon: bug: a channel opened while the store was borrowed; the connect timeout will retry");
+                return;
+            };
+            {
                 let inner = &mut *inner;
                 let Some(peer) = inner.rtc.get_mut(&key) else { return };
                 let local = peer.pc.local_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
                 let remote =
                     peer.pc.remote_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
                 peer.up = true;
-                if let (Some(local), Some(remote), Some(engine)) = (local, remote, inner.engine.as_mut()) {
-                    engine.handle_peer_up(key, local, remote, now_ms());
+                trace(&format!("kathon: channel {key} open"));
+                match (local, remote, inner.engine.as_mut()) {
+                    (Some(local), Some(remote), Some(engine)) => engine.handle_peer_up(key, local, remote, now_ms()),
+                    (local, remote, _) => {
+                        // No session can be bound to this connection: close it (and dial again).
+                        warn(&format!(
+                            "kathon: channel {key} opened without a DTLS fingerprint ({local:?}, {remote:?}) or an engine"
+                        ));
+                        peer.dc.close();
+                    }
                 }
             }
+            drop(inner);
             drive(&shared);
         }
     });
@@ -514,10 +559,15 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
             let Some(shared) = weak.upgrade() else { return };
             let Ok(event) = event.dyn_into::<web_sys::MessageEvent>() else { return };
             let bytes = Uint8Array::new(&event.data()).to_vec();
-            if let Ok(mut inner) = shared.try_borrow_mut()
-                && let Some(engine) = inner.engine.as_mut()
-            {
-                engine.handle_frame(key, &bytes, now_ms());
+            match shared.try_borrow_mut() {
+                Ok(mut inner) => {
+                    if let Some(engine) = inner.engine.as_mut() {
+                        engine.handle_frame(key, &bytes, now_ms());
+                    }
+                }
+                Err(_) => {
+                    warn("kathon: bug: a frame arrived while the store was borrowed; dropped (the sender re-sends)")
+                }
             }
             drive(&shared);
         }
@@ -573,11 +623,31 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
     Ok(key)
 }
 
+/// Closes the data channel of a session the engine has ended (refused either way, or timed out).
+/// Without this a dead session would hold its connection open for good, and the endpoint would
+/// never be dialled again. `close()` on the channel (not the connection) sends what is queued
+/// first, so the peer still gets the refusal and its reason; the `close` event then runs
+/// `peer_gone`, on both sides.
+fn close_channel(shared: &Shared, key: PeerKey) {
+    if let Ok(inner) = shared.try_borrow()
+        && let Some(peer) = inner.rtc.get(&key)
+    {
+        let dc = peer.dc.clone();
+        drop(inner);
+        dc.close();
+    }
+}
+
+/// The first wait before dialling an endpoint again, and the longest.
+const REDIAL_MS: i32 = 2_000;
+const MAX_REDIAL_MS: i32 = 60_000;
+
 /// A connection ended: tell the engine, and try again later if the endpoint is still around.
 fn peer_gone(shared: &Shared, key: PeerKey, endpoint: &str) {
     let retry = {
         let Ok(mut inner) = shared.try_borrow_mut() else { return };
         let Some(peer) = inner.rtc.remove(&key) else { return };
+        trace(&format!("kathon: connection {key} to {endpoint} gone"));
         peer.shut();
         if inner.by_endpoint.get(endpoint) == Some(&key) {
             inner.by_endpoint.remove(endpoint);
@@ -585,14 +655,18 @@ fn peer_gone(shared: &Shared, key: PeerKey, endpoint: &str) {
         if let Some(engine) = inner.engine.as_mut() {
             engine.handle_peer_down(key);
         }
-        !inner.closed && inner.known_endpoints.contains_key(endpoint) && inner.endpoint.as_str() < endpoint
+        let retry = !inner.closed && inner.known_endpoints.contains_key(endpoint) && inner.endpoint.as_str() < endpoint;
+        let wait = inner.redial_ms.get(endpoint).copied().unwrap_or(REDIAL_MS);
+        inner.redial_ms.insert(endpoint.to_owned(), wait.saturating_mul(2).min(MAX_REDIAL_MS));
+        retry.then_some(wait)
     };
     emit(shared, "peers", crate::util::to_js(&serde_json::json!({"closed": endpoint})));
-    if retry {
+    if let Some(wait) = retry {
         let shared = shared.clone();
         let endpoint = endpoint.to_owned();
+        trace(&format!("kathon: dialling {endpoint} again in {wait} ms"));
         spawn_local(async move {
-            crate::util::sleep(2_000).await;
+            crate::util::sleep(wait).await;
             let again = shared.try_borrow().is_ok_and(|i| {
                 !i.closed && !i.by_endpoint.contains_key(&endpoint) && i.known_endpoints.contains_key(&endpoint)
             });
@@ -659,6 +733,7 @@ pub(crate) async fn connect(shared: Shared, endpoint: String) {
         JsFuture::from(pc.set_local_description(&init)).await?;
         wait_for_candidates(&pc).await;
         let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
+        trace(&format!("kathon: connection {key}: offer to {endpoint}"));
         send_signal(
             &shared,
             &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Offer { sdp: local_sdp(&pc) } },
@@ -685,6 +760,7 @@ async fn answer(shared: Shared, endpoint: String, sdp: String) {
         JsFuture::from(pc.set_local_description(&init)).await?;
         wait_for_candidates(&pc).await;
         let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
+        trace(&format!("kathon: connection {key}: answer to {endpoint}"));
         send_signal(
             &shared,
             &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Answer { sdp: local_sdp(&pc) } },
@@ -703,6 +779,11 @@ async fn accept_answer(shared: Shared, endpoint: String, sdp: String) {
         .ok()
         .and_then(|i| i.by_endpoint.get(&endpoint).and_then(|k| i.rtc.get(k)).map(|p| p.pc.clone()));
     let Some(pc) = pc else { return };
+    if pc.signaling_state() != web_sys::RtcSignalingState::HaveLocalOffer {
+        // An answer to an earlier attempt, or a second copy: the connection it was for is gone.
+        trace(&format!("kathon: ignoring an answer from {endpoint} that no offer waits for"));
+        return;
+    }
     let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
     init.set_sdp(&sdp);
     if let Err(e) = JsFuture::from(pc.set_remote_description(&init)).await {

@@ -88,3 +88,9 @@ pub(crate) fn call_later(f: &js_sys::Function, ms: i32) {
 pub(crate) fn warn(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(message));
 }
+
+/// A connection-lifecycle step, at `console.debug` (hidden unless the console shows verbose
+/// messages; the browser benches print them with `--trace`).
+pub(crate) fn trace(message: &str) {
+    web_sys::console::debug_1(&JsValue::from_str(message));
+}

@@ -453,6 +453,38 @@ async fn a_man_in_the_middle_gets_no_session() {
     c.close();
 }
 
+#[wasm_bindgen_test]
+async fn a_refused_session_is_closed_and_dialled_again() {
+    let bridge: Bridge = Rc::default();
+    let a = KathonStore::open(unique("a")).await.unwrap();
+    a.create_identity("browser A").unwrap();
+    let b = pair(&bridge, &a, "browser B").await;
+    let peers_on_a = record(&a, "peers");
+    // The next connection goes through a man in the middle and is refused...
+    bridge.borrow_mut().mitm = true;
+    let again = pair_through_existing(&bridge, &a, &b).await;
+    until_for("a refusal", 60, || {
+        seen(&peers_on_a)
+            .iter()
+            .any(|e| get(&get(e, "refused"), "reason").as_string().as_deref() == Some("bad-handshake"))
+    })
+    .await;
+    // ...then the bridge behaves. A dead session must not hold its connection open: it is closed
+    // and dialled again, directly this time. (Before, it stayed open for good and nothing
+    // redialled.)
+    bridge.borrow_mut().mitm = false;
+    until_for("a session after the refusal", 90, || {
+        let log = seen(&peers_on_a);
+        let refused = log.iter().position(|e| !get(e, "refused").is_undefined());
+        refused.is_some_and(|i| log.iter().skip(i).any(|e| !get(e, "authenticated").is_undefined()))
+    })
+    .await;
+    a.add_bookmark(json(r#"{"title":"after","url":"https://a.example/"}"#)).unwrap();
+    until("A's bookmark on the redialled device", || toolbar_titles(&again).contains(&"after".to_owned())).await;
+    a.close();
+    again.close();
+}
+
 /// Re-attaches `b` (a device already paired with `a`) to `bridge` under a new endpoint, so the
 /// connection to `a` is set up again through whatever the bridge does now.
 async fn pair_through_existing(bridge: &Bridge, _a: &KathonStore, b: &KathonStore) -> KathonStore {
