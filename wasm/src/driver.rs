@@ -618,9 +618,12 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
     closures.push(on_state);
     inner.rtc.insert(key, RtcPeer { pc, dc, up: false, _closures: closures });
     inner.by_endpoint.insert(endpoint.to_owned(), key);
-    drop(inner);
-    watch_connect(shared, key, endpoint);
     Ok(key)
+}
+
+/// Whether `key` is still the connection to `endpoint` (a newer offer or answer replaces it).
+fn is_current(shared: &Shared, key: PeerKey, endpoint: &str) -> bool {
+    shared.try_borrow().is_ok_and(|i| i.by_endpoint.get(endpoint) == Some(&key) && i.rtc.contains_key(&key))
 }
 
 /// Closes the data channel of a session the engine has ended (refused either way, or timed out).
@@ -678,8 +681,8 @@ fn peer_gone(shared: &Shared, key: PeerKey, endpoint: &str) {
     drive(shared);
 }
 
-/// How long a connection may take to open its data channel before it is dropped and (by the
-/// offering side) tried again.
+/// How long a connection may take to open its data channel, from when this side sent its
+/// description, before it is dropped and (by the offering side) tried again.
 const CONNECT_TIMEOUT_MS: i32 = 15_000;
 
 /// Drops the connection `key` if its data channel has not opened in time: on a loaded machine a
@@ -723,8 +726,11 @@ fn local_sdp(pc: &RtcPeerConnection) -> String {
 
 /// Opens a connection to `endpoint` (this side offers).
 pub(crate) async fn connect(shared: Shared, endpoint: String) {
+    let key = match new_peer(&shared, &endpoint) {
+        Ok(key) => key,
+        Err(e) => return warn(&format!("kathon: could not offer a connection to {endpoint}: {e:?}")),
+    };
     let result: Result<(), JsValue> = async {
-        let key = new_peer(&shared, &endpoint)?;
         let pc = shared.try_borrow().ok().and_then(|i| i.rtc.get(&key).map(|p| p.pc.clone())).ok_or(JsValue::NULL)?;
         let offer = JsFuture::from(pc.create_offer()).await?;
         let sdp = js_sys::Reflect::get(&offer, &JsValue::from_str("sdp"))?.as_string().unwrap_or_default();
@@ -732,23 +738,33 @@ pub(crate) async fn connect(shared: Shared, endpoint: String) {
         init.set_sdp(&sdp);
         JsFuture::from(pc.set_local_description(&init)).await?;
         wait_for_candidates(&pc).await;
+        if !is_current(&shared, key, &endpoint) {
+            // Replaced while gathering: an offer for it would only confuse the other side.
+            trace(&format!("kathon: connection {key} replaced before its offer went out"));
+            return Ok(());
+        }
         let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
         trace(&format!("kathon: connection {key}: offer to {endpoint}"));
         send_signal(
             &shared,
             &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Offer { sdp: local_sdp(&pc) } },
         );
+        watch_connect(&shared, key, &endpoint);
         Ok(())
     }
     .await;
     if let Err(e) = result {
         warn(&format!("kathon: could not offer a connection to {endpoint}: {e:?}"));
+        peer_gone(&shared, key, &endpoint);
     }
 }
 
 async fn answer(shared: Shared, endpoint: String, sdp: String) {
+    let key = match new_peer(&shared, &endpoint) {
+        Ok(key) => key,
+        Err(e) => return warn(&format!("kathon: could not answer {endpoint}: {e:?}")),
+    };
     let result: Result<(), JsValue> = async {
-        let key = new_peer(&shared, &endpoint)?;
         let pc = shared.try_borrow().ok().and_then(|i| i.rtc.get(&key).map(|p| p.pc.clone())).ok_or(JsValue::NULL)?;
         let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
         init.set_sdp(&sdp);
@@ -759,17 +775,26 @@ async fn answer(shared: Shared, endpoint: String, sdp: String) {
         init.set_sdp(&answer_sdp);
         JsFuture::from(pc.set_local_description(&init)).await?;
         wait_for_candidates(&pc).await;
+        if !is_current(&shared, key, &endpoint) {
+            // A newer offer replaced this connection while it gathered: answering it now would
+            // be taken as the answer to that newer offer, and poison it (a race on a loaded
+            // machine, where gathering can take seconds and the offerer's timeout redials).
+            trace(&format!("kathon: connection {key} replaced before its answer went out"));
+            return Ok(());
+        }
         let from = shared.try_borrow().map(|i| i.endpoint.clone()).unwrap_or_default();
         trace(&format!("kathon: connection {key}: answer to {endpoint}"));
         send_signal(
             &shared,
             &Signal::Relay { from, to: endpoint.clone(), payload: RtcSignal::Answer { sdp: local_sdp(&pc) } },
         );
+        watch_connect(&shared, key, &endpoint);
         Ok(())
     }
     .await;
     if let Err(e) = result {
         warn(&format!("kathon: could not answer {endpoint}: {e:?}"));
+        peer_gone(&shared, key, &endpoint);
     }
 }
 

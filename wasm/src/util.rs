@@ -92,5 +92,7 @@ pub(crate) fn warn(message: &str) {
 /// A connection-lifecycle step, at `console.debug` (hidden unless the console shows verbose
 /// messages; the browser benches print them with `--trace`).
 pub(crate) fn trace(message: &str) {
-    web_sys::console::debug_1(&JsValue::from_str(message));
+    // Milliseconds within the minute: enough to read the gaps between steps.
+    let at = now_ms() % 60_000;
+    web_sys::console::debug_1(&JsValue::from_str(&format!("{at:>5} {message}")));
 }
