@@ -33,6 +33,10 @@ pub(crate) struct RtcPeer {
     pub(crate) pc: RtcPeerConnection,
     pub(crate) dc: RtcDataChannel,
     pub(crate) up: bool,
+    /// The DTLS fingerprint in the remote description this side applied, kept from its SDP: the
+    /// channel can open before `remoteDescription` reads back (seen in CI, two stores in one
+    /// page), and a session is bound to the fingerprints when it opens.
+    pub(crate) remote_fp: Option<kathon_core::sync::Fingerprint>,
     _closures: Vec<Closure<dyn FnMut(JsValue)>>,
 }
 
@@ -532,8 +536,9 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
                 let inner = &mut *inner;
                 let Some(peer) = inner.rtc.get_mut(&key) else { return };
                 let local = peer.pc.local_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
-                let remote =
-                    peer.pc.remote_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()));
+                let remote = peer.remote_fp.clone().or_else(|| {
+                    peer.pc.remote_description().and_then(|d| kathon_core::signaling::sdp_fingerprint(&d.sdp()))
+                });
                 peer.up = true;
                 trace(&format!("kathon: channel {key} open"));
                 match (local, remote, inner.engine.as_mut()) {
@@ -616,7 +621,7 @@ fn new_peer(shared: &Shared, endpoint: &str) -> Result<PeerKey, JsValue> {
     });
     pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
     closures.push(on_state);
-    inner.rtc.insert(key, RtcPeer { pc, dc, up: false, _closures: closures });
+    inner.rtc.insert(key, RtcPeer { pc, dc, up: false, remote_fp: None, _closures: closures });
     inner.by_endpoint.insert(endpoint.to_owned(), key);
     Ok(key)
 }
@@ -764,6 +769,11 @@ async fn answer(shared: Shared, endpoint: String, sdp: String) {
         Ok(key) => key,
         Err(e) => return warn(&format!("kathon: could not answer {endpoint}: {e:?}")),
     };
+    if let Ok(mut inner) = shared.try_borrow_mut()
+        && let Some(peer) = inner.rtc.get_mut(&key)
+    {
+        peer.remote_fp = kathon_core::signaling::sdp_fingerprint(&sdp);
+    }
     let result: Result<(), JsValue> = async {
         let pc = shared.try_borrow().ok().and_then(|i| i.rtc.get(&key).map(|p| p.pc.clone())).ok_or(JsValue::NULL)?;
         let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
@@ -799,16 +809,20 @@ async fn answer(shared: Shared, endpoint: String, sdp: String) {
 }
 
 async fn accept_answer(shared: Shared, endpoint: String, sdp: String) {
-    let pc = shared
-        .try_borrow()
-        .ok()
-        .and_then(|i| i.by_endpoint.get(&endpoint).and_then(|k| i.rtc.get(k)).map(|p| p.pc.clone()));
-    let Some(pc) = pc else { return };
-    if pc.signaling_state() != web_sys::RtcSignalingState::HaveLocalOffer {
+    let pc = shared.try_borrow_mut().ok().and_then(|mut i| {
+        let key = *i.by_endpoint.get(&endpoint)?;
+        let peer = i.rtc.get_mut(&key)?;
+        if peer.pc.signaling_state() != web_sys::RtcSignalingState::HaveLocalOffer {
+            return None;
+        }
+        peer.remote_fp = kathon_core::signaling::sdp_fingerprint(&sdp);
+        Some(peer.pc.clone())
+    });
+    let Some(pc) = pc else {
         // An answer to an earlier attempt, or a second copy: the connection it was for is gone.
         trace(&format!("kathon: ignoring an answer from {endpoint} that no offer waits for"));
         return;
-    }
+    };
     let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
     init.set_sdp(&sdp);
     if let Err(e) = JsFuture::from(pc.set_remote_description(&init)).await {
