@@ -467,6 +467,7 @@ pub(crate) fn handle_signal_text(shared: &Shared, text: &str) {
         Signal::PeerLeft { endpoint } => {
             if let Ok(mut inner) = shared.try_borrow_mut() {
                 inner.known_endpoints.remove(&endpoint);
+                inner.redial_ms.remove(&endpoint);
                 inner.status.peers_found = inner.known_endpoints.len();
             }
         }
