@@ -67,6 +67,15 @@ const median = (xs) => {
 };
 const log = (line) => process.stdout.write(`${line}\n`);
 
+/** `body(page)`, failing as soon as the page throws an uncaught error (a measurement whose page
+ *  broke used to wait forever for an answer that never came). */
+function failOnPageError(page, body) {
+  return new Promise((resolve, reject) => {
+    page.on('pageerror', (e) => reject(new Error(`the page threw: ${e.message}`)));
+    body(page).then(resolve, reject);
+  });
+}
+
 async function inBrowser(profileDir, url, body) {
   const context = await browser(profileDir, ARGS);
   try {
@@ -76,7 +85,7 @@ async function inBrowser(profileDir, url, body) {
     pageTrace = [];
     await page.goto(url);
     await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
-    return await body(page);
+    return await failOnPageError(page, body);
   } catch (e) {
     if (!TRACE) for (const line of pageTrace.slice(-200)) log(`  page trace: ${line}`);
     throw e;
@@ -231,7 +240,7 @@ async function inBrowserWith(executable, profileDir, url, body) {
     pageTrace = [];
     await page.goto(url);
     await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
-    return await body(page);
+    return await failOnPageError(page, body);
   } catch (e) {
     if (!TRACE) for (const line of pageTrace.slice(-200)) log(`  page trace: ${line}`);
     throw e;
