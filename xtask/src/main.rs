@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Some("run") => run(&mut runner, args.get(1..).unwrap_or_default()),
         Some("setup") => setup::all(&mut runner),
         Some("build-wasm") => build_wasm(&mut runner).map(|_| ()),
-        Some("build-pkg") => build_pkg(&mut runner),
+        Some("build-pkg") => build_pkg_with(&mut runner, args.iter().any(|a| a == "--keep-names")),
         Some("build-demo") => build_pkg(&mut runner).and_then(|()| build_demo(&mut runner)),
         Some("soak") => soak(&mut runner, args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz(
@@ -63,7 +63,10 @@ commands:
   setup        only install what the tests and the demo need
   build-wasm   build the browser .wasm and check its imports
   build-demo   build the npm package and assemble the demo page into target/web-demo/
-  build-pkg    build the npm package in pkg/ (web target at the root, bundler target in pkg/bundler)
+  build-pkg [--keep-names]
+               build the npm package in pkg/ (web target at the root, bundler target in pkg/bundler);
+               --keep-names keeps the function names in the .wasm, for CPU profiles
+               (benches/browser/profile.mjs), and makes it larger than what ships
   soak [N]     N random model and engine schedules beyond the ones CI runs (default 200000)
   fuzz [SECS] [--no-sanitizer]
                run every cargo-fuzz target for SECS seconds each (default 600; needs nightly);
@@ -258,12 +261,20 @@ fn fuzz(runner: &mut Runner, seconds: Option<&str>, no_sanitizer: bool) -> Resul
 /// and plain ES modules) and its `bundler` target under `bundler/` (webpack 5). Prints the
 /// `.wasm` size raw and gzipped. Debian's `wasm-opt` breaks this output, so none is used.
 fn build_pkg(runner: &mut Runner) -> Result<(), TaskError> {
+    build_pkg_with(runner, false)
+}
+
+/// `keep_names`: the `.wasm` keeps its name section (function names in CPU profiles).
+fn build_pkg_with(runner: &mut Runner, keep_names: bool) -> Result<(), TaskError> {
     let wasm = build_wasm(runner)?;
     let pkg = root().join("pkg");
     runner.step("wasm-bindgen: web target into pkg/, bundler target into pkg/bundler/", || {
         for (target, dir) in [("web", pkg.clone()), ("bundler", pkg.join("bundler"))] {
+            let names: &[&str] = if keep_names { &[] } else { &["--remove-name-section"] };
             Cmd::new("wasm-bindgen")
-                .args(["--target", target, "--remove-name-section", "--remove-producers-section", "--out-dir"])
+                .args(["--target", target, "--remove-producers-section"])
+                .args(names)
+                .arg("--out-dir")
                 .arg(&dir)
                 .arg(&wasm)
                 .run()?;
