@@ -46,12 +46,18 @@ function toast(text, bad = false) {
 }
 
 /** Runs `f`, showing a failure in plain words instead of throwing. */
+// Runs `f`; an error, thrown or a returned promise's rejection, becomes a toast and the result
+// `undefined`.
 function attempt(f) {
-  try {
-    return f();
-  } catch (e) {
+  const fail = (e) => {
     toast(plainError(e), true);
     return undefined;
+  };
+  try {
+    const result = f();
+    return result instanceof Promise ? result.catch(fail) : result;
+  } catch (e) {
+    return fail(e);
   }
 }
 
@@ -63,6 +69,7 @@ function plainError(e) {
     'not-enrolled': 'This device has no identity yet.',
     quota: 'The browser has no room left for your data. Free some space; nothing was lost, the change is waiting.',
     'wrong-passphrase': 'That passphrase is not right.',
+    unavailable: 'The import/export part of the page could not be loaded. Check the connection to this machine\'s bridge and try again.',
   };
   return known[code] ?? e.message ?? String(e);
 }
@@ -423,7 +430,7 @@ function renderBookmarks() {
         },
       }),
       el('button', { onclick: importBookmarks }, 'Import…'),
-      el('button', { onclick: () => download('bookmarks.html', store.exportBookmarksHtml(), 'text/html') }, 'Export'),
+      el('button', { onclick: exportBookmarks }, 'Export'),
     ),
   );
   // The bar: the toolbar's top level, as a browser shows it.
@@ -568,8 +575,13 @@ async function editBookmark(node) {
 async function importBookmarks() {
   const text = await pickFile('.html,.htm,.json,application/json,text/html');
   if (text === null) return;
-  const report = attempt(() => (text.trimStart().startsWith('{') ? store.importChromiumBookmarks(text) : store.importBookmarksHtml(text)));
+  const report = await attempt(() => (text.trimStart().startsWith('{') ? store.importChromiumBookmarks(text) : store.importBookmarksHtml(text)));
   if (report) toast(`Imported ${report.bookmarksAdded} bookmarks and ${report.foldersAdded} folders (${report.duplicatesSkipped} already here).`);
+}
+
+async function exportBookmarks() {
+  const html = await attempt(() => store.exportBookmarksHtml());
+  if (html !== undefined) download('bookmarks.html', html, 'text/html');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -771,13 +783,14 @@ async function editPassword(p) {
 async function importPasswords() {
   const text = await pickFile('.csv,text/csv');
   if (text === null) return;
-  const report = attempt(() => store.importPasswordsCsv(text));
+  const report = await attempt(() => store.importPasswordsCsv(text));
   if (report) toast(`Imported ${report.passwordsAdded} passwords, updated ${report.passwordsUpdated} (${report.duplicatesSkipped} unchanged).`);
 }
 
 async function exportPasswords() {
   if (!ui.passwordsUnlocked) return unlockPasswords();
-  download('passwords.csv', store.exportPasswordsCsv(), 'text/csv');
+  const csv = await attempt(() => store.exportPasswordsCsv());
+  if (csv !== undefined) download('passwords.csv', csv, 'text/csv');
 }
 
 // ---------------------------------------------------------------------------------------------

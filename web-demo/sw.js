@@ -1,8 +1,10 @@
 // Keeps the demo usable offline: the page and the package are cached on first load and served
 // from the cache when the bridge (which serves them) is not running. Network first, so an
 // updated page is picked up as soon as it is reachable.
-const CACHE = 'kathon-demo-v1';
-const SHELL = ['./', 'index.html', 'app.js', 'style.css', 'qrcode.mjs', 'kathon_wasm.js', 'kathon_wasm_bg.wasm'];
+const CACHE = 'kathon-demo-v2';
+// The import/export module is cached too, so a file can be imported offline; the package's
+// snippet that loads it sits under a hashed path and is cached by the fetch handler below.
+const SHELL = ['./', 'index.html', 'app.js', 'style.css', 'qrcode.mjs', 'kathon_wasm.js', 'kathon_wasm_bg.wasm', 'kathon_formats.js', 'kathon_formats_bg.wasm'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));

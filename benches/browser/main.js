@@ -324,9 +324,9 @@ const load = {
     const t0 = now();
     const store = await KathonStore.open(name);
     store.createIdentity('bench');
-    store.importBookmarksHtml(netscape(profile));
+    await store.importBookmarksHtml(netscape(profile));
     store.recordVisits(profile.visits.map(([u, t, at, tr]) => ({ url: u, title: t, visitedAt: at, transition: tr })));
-    store.importPasswordsCsv(passwordCsv(profile));
+    await store.importPasswordsCsv(passwordCsv(profile));
     store.setDeviceLayout(profile.layout);
     await store.flush();
     const ms = now() - t0;
@@ -769,9 +769,9 @@ const fullSync = {
     await pairedStores('fa', 'fb');
     {
       const a = await KathonStore.open('fa');
-      a.importBookmarksHtml(netscape(profile));
+      await a.importBookmarksHtml(netscape(profile));
       a.recordVisits(profile.visits.map(([u, t, at, tr]) => ({ url: u, title: t, visitedAt: at, transition: tr })));
-      a.importPasswordsCsv(passwordCsv(profile));
+      await a.importPasswordsCsv(passwordCsv(profile));
       a.setDeviceLayout(profile.layout);
       await a.flush();
       a.close();

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kathon_core::model::import::ImportNode;
+use kathon_core::model::import::FileNode;
 use kathon_core::testing::Profile;
 use yrs::{Any, Array, Doc, Map, MapPrelim, Transact, TransactionMut};
 
@@ -14,18 +14,18 @@ fn s(text: &str) -> Any {
     Any::String(Arc::from(text))
 }
 
-fn nodes(txn: &mut TransactionMut<'_>, map: &yrs::MapRef, list: &[ImportNode], parent: &str, next: &mut usize) {
+fn nodes(txn: &mut TransactionMut<'_>, map: &yrs::MapRef, list: &[FileNode], parent: &str, next: &mut usize) {
     for (index, n) in list.iter().enumerate() {
         let key = format!("n{next}");
         *next = next.saturating_add(1);
         let mut fields: Vec<(&str, Any)> = vec![("parent", s(parent)), ("position", s(&format!("{index:04}")))];
         match n {
-            ImportNode::Bookmark { title, url } => fields.extend([("title", s(title)), ("url", s(url))]),
-            ImportNode::Folder { title, .. } => fields.extend([("title", s(title)), ("kind", s("folder"))]),
-            ImportNode::Separator => fields.push(("kind", s("separator"))),
+            FileNode::Bookmark { title, url } => fields.extend([("title", s(title)), ("url", s(url))]),
+            FileNode::Folder { title, .. } => fields.extend([("title", s(title)), ("kind", s("folder"))]),
+            FileNode::Separator => fields.push(("kind", s("separator"))),
         }
         map.insert(txn, key.as_str(), MapPrelim::from_iter(fields));
-        if let ImportNode::Folder { children, .. } = n {
+        if let FileNode::Folder { children, .. } = n {
             nodes(txn, map, children, &key, next);
         }
     }

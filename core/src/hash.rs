@@ -23,7 +23,7 @@ impl Hash {
 
     /// Lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        data_encoding::HEXLOWER.encode(&self.0)
+        crate::text::hex(&self.0)
     }
 
     /// Hashes `parts` (concatenated) under a domain-separating context string.

@@ -81,7 +81,7 @@ fn encode_text(ctx: &'static str, key: &[u8; 32]) -> String {
     let (key_part, sum_part) = raw.split_at_mut(TEXT_KEY_LEN);
     key_part.copy_from_slice(key);
     sum_part.copy_from_slice(&text_checksum(ctx, key));
-    let plain = data_encoding::BASE32_NOPAD.encode(&raw);
+    let plain = crate::text::base32_upper(&raw);
     let mut out = String::with_capacity(TEXT_CHARS + TEXT_CHARS / TEXT_GROUP);
     for (i, ch) in plain.chars().enumerate() {
         if i > 0 && i % TEXT_GROUP == 0 {
@@ -119,7 +119,7 @@ fn decode_text(
     if clean.len() != TEXT_CHARS {
         return Err(IdParseError::WrongLength { found: clean.len() });
     }
-    let raw = data_encoding::BASE32_NOPAD.decode(clean.as_bytes()).map_err(|_| IdParseError::ChecksumMismatch)?;
+    let raw = crate::text::base32_upper_decode(clean.as_bytes()).ok_or(IdParseError::ChecksumMismatch)?;
     let (key_part, sum_part) =
         raw.split_at_checked(TEXT_KEY_LEN).ok_or(IdParseError::WrongLength { found: clean.len() })?;
     let key: [u8; 32] = key_part.try_into().map_err(|_| IdParseError::WrongLength { found: clean.len() })?;
@@ -361,7 +361,7 @@ mod tests {
         let key = DeviceSecretKey::generate(&mut rng);
         let shown = format!("{key:?}");
         assert!(shown.contains("[redacted]"));
-        let secret_hex = data_encoding::HEXLOWER.encode(key.secret_bytes().as_ref());
+        let secret_hex = crate::text::hex(key.secret_bytes().as_ref());
         assert!(!shown.to_lowercase().contains(&secret_hex));
     }
 }

@@ -87,3 +87,4 @@ pub mod sim;
 pub mod sync;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod text;

@@ -14,7 +14,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::model::entries::{Layout, Tab, TabGroup, Window};
 use crate::model::history::Transition;
-use crate::model::import::{ImportNode, ImportedBookmarks, ImportedLogin};
+use crate::model::import::{BookmarkFile, FileNode, PasswordRow};
 use crate::model::schema::ItemId;
 
 /// How big a profile to make.
@@ -54,11 +54,11 @@ pub struct VisitSpec {
 #[derive(Clone, Debug)]
 pub struct Profile {
     /// The bookmark tree, as an import.
-    pub bookmarks: ImportedBookmarks,
+    pub bookmarks: BookmarkFile,
     /// History, oldest first.
     pub visits: Vec<VisitSpec>,
     /// Saved logins.
-    pub passwords: Vec<ImportedLogin>,
+    pub passwords: Vec<PasswordRow>,
     /// Open windows and tabs.
     pub layout: Layout,
 }
@@ -146,18 +146,18 @@ impl Profile {
 
         // Bookmarks: folders of ~12 bookmarks, nested up to 5 deep, spread over the roots.
         let mut remaining = size.bookmarks;
-        let mut roots: Vec<(ItemId, Vec<ImportNode>)> =
+        let mut roots: Vec<(ItemId, Vec<FileNode>)> =
             vec![(ItemId::TOOLBAR, Vec::new()), (ItemId::MENU, Vec::new()), (ItemId::OTHER, Vec::new())];
-        fn folder(g: &mut Gen, depth: usize, remaining: &mut usize, pick: &dyn Fn(&mut Gen) -> String) -> ImportNode {
+        fn folder(g: &mut Gen, depth: usize, remaining: &mut usize, pick: &dyn Fn(&mut Gen) -> String) -> FileNode {
             let mut children = Vec::new();
             let n = (4 + g.below(16)).min(*remaining);
             for _ in 0..n {
                 let domain = pick(g);
-                children.push(ImportNode::Bookmark { title: g.title(), url: g.url(&domain) });
+                children.push(FileNode::Bookmark { title: g.title(), url: g.url(&domain) });
                 *remaining = remaining.saturating_sub(1);
             }
             if g.below(8) == 0 {
-                children.push(ImportNode::Separator);
+                children.push(FileNode::Separator);
             }
             if depth < 5 && *remaining > 0 {
                 for _ in 0..g.below(3) {
@@ -167,14 +167,14 @@ impl Profile {
                     children.push(folder(g, depth.saturating_add(1), remaining, pick));
                 }
             }
-            ImportNode::Folder { title: g.title(), children }
+            FileNode::Folder { title: g.title(), children }
         }
         let mut turn = 0usize;
         while remaining > 0 {
             let node = if g.below(6) == 0 {
                 remaining = remaining.saturating_sub(1);
                 let domain = pick_domain(&mut g);
-                ImportNode::Bookmark { title: g.title(), url: g.url(&domain) }
+                FileNode::Bookmark { title: g.title(), url: g.url(&domain) }
             } else {
                 folder(&mut g, 1, &mut remaining, &pick_domain)
             };
@@ -207,7 +207,7 @@ impl Profile {
         let passwords = (0..size.passwords)
             .map(|i| {
                 let domain = domains.get(i % domains.len()).cloned().unwrap_or_default();
-                ImportedLogin {
+                PasswordRow {
                     origin: format!("https://{domain}"),
                     username: format!("{}.{}{}", g.word(), g.word(), g.below(100)),
                     password: format!("{:016x}{:08x}", g.0.next_u64(), g.0.next_u32()),
@@ -239,7 +239,7 @@ impl Profile {
                 })
                 .collect(),
         };
-        Profile { bookmarks: ImportedBookmarks { roots }, visits, passwords, layout }
+        Profile { bookmarks: BookmarkFile { roots }, visits, passwords, layout }
     }
 
     /// The bookmarks as a Netscape bookmark file.
@@ -247,22 +247,22 @@ impl Profile {
         fn esc(s: &str) -> String {
             html_escape::encode_double_quoted_attribute(s).into_owned()
         }
-        fn write(out: &mut String, nodes: &[ImportNode]) {
+        fn write(out: &mut String, nodes: &[FileNode]) {
             for n in nodes {
                 match n {
-                    ImportNode::Folder { title, children } => {
+                    FileNode::Folder { title, children } => {
                         out.push_str(&format!("<DT><H3>{}</H3>\n<DL><p>\n", esc(title)));
                         write(out, children);
                         out.push_str("</DL><p>\n");
                     }
-                    ImportNode::Bookmark { title, url } => {
+                    FileNode::Bookmark { title, url } => {
                         out.push_str(&format!(
                             "<DT><A HREF=\"{}\" ADD_DATE=\"1700000000\">{}</A>\n",
                             esc(url),
                             esc(title)
                         ));
                     }
-                    ImportNode::Separator => out.push_str("<HR>\n"),
+                    FileNode::Separator => out.push_str("<HR>\n"),
                 }
             }
         }
@@ -500,12 +500,16 @@ pub fn decode_everything(data: &[u8]) {
         }
     }
     let _ = crate::model::yupdate::check_update(data, "a:00", 4, &NoDoc);
+    // What the browser package's import/export module hands back.
+    let _ = crate::model::import::BookmarkFile::decode(data);
+    let _ = crate::model::import::decode_password_rows(data);
     if let Ok(text) = core::str::from_utf8(data) {
         let _ = text.parse::<IdentityId>();
         let _ = text.parse::<DeviceId>();
         let _ = text.parse::<ItemId>();
         let _ = crate::sync::PairingCode::parse(text);
         let _ = crate::sync::Fingerprint::parse(text);
+        let _ = crate::text::hex_32(text);
         let _ = crate::model::import::parse_netscape(text);
         let _ = crate::model::import::parse_chromium_json(text);
         let _ = crate::model::import::parse_password_csv(text);

@@ -15,9 +15,11 @@ mod common;
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use common::{Fixture, T0};
+use kathon_core::error::DecodeError;
 use kathon_core::model::import::{
-    ImportError, ImportNode, ImportedBookmarks, export_chromium_json, export_netscape, export_password_csv,
-    parse_chromium_json, parse_netscape, parse_password_csv,
+    BookmarkFile, FileNode, ImportError, MAX_FILE_NODES, PasswordRow, decode_password_rows, encode_password_rows,
+    export_chromium_json, export_netscape, export_password_csv, parse_chromium_json, parse_netscape,
+    parse_password_csv, password_rows,
 };
 use kathon_core::model::schema::{ItemId, NodeKind};
 use kathon_core::model::vault::VaultKey;
@@ -33,15 +35,24 @@ fn titles(tree: &kathon_core::model::bookmarks::BookmarkTree, parent: &ItemId) -
     tree.children(parent).iter().map(|c| tree.get(c).unwrap().title.clone()).collect()
 }
 
+/// The replica's bookmarks as an export sees them in the browser: through the encoding that
+/// carries them to the import/export module.
+fn file_of(tree: &kathon_core::model::bookmarks::BookmarkTree) -> BookmarkFile {
+    let file = BookmarkFile::from_tree(tree);
+    let decoded = BookmarkFile::decode(&file.encode()).unwrap();
+    assert_eq!(decoded, file);
+    decoded
+}
+
 /// Drops separators and empty-root entries so two parses can be compared structurally.
-fn normalize(b: &ImportedBookmarks) -> Vec<(ItemId, Vec<ImportNode>)> {
-    fn strip(nodes: &[ImportNode]) -> Vec<ImportNode> {
+fn normalize(b: &BookmarkFile) -> Vec<(ItemId, Vec<FileNode>)> {
+    fn strip(nodes: &[FileNode]) -> Vec<FileNode> {
         nodes
             .iter()
-            .filter(|n| !matches!(n, ImportNode::Separator))
+            .filter(|n| !matches!(n, FileNode::Separator))
             .map(|n| match n {
-                ImportNode::Folder { title, children } => {
-                    ImportNode::Folder { title: title.clone(), children: strip(children) }
+                FileNode::Folder { title, children } => {
+                    FileNode::Folder { title: title.clone(), children: strip(children) }
                 }
                 other => other.clone(),
             })
@@ -78,7 +89,7 @@ fn firefox_html_imports_with_structure_unicode_and_entities() {
     assert_eq!(a.state.bookmarks().len(), tree.len());
 
     // Export, parse back: the same tree.
-    let exported = export_netscape(a.state.bookmarks());
+    let exported = export_netscape(&file_of(a.state.bookmarks()));
     assert_eq!(normalize(&parse_netscape(&exported).unwrap()), normalize(&parsed));
 }
 
@@ -94,7 +105,7 @@ fn chromium_json_round_trips() {
     assert_eq!(titles(tree, &ItemId::MOBILE), ["Read later (phone)"]);
     let travel = tree.children(&ItemId::TOOLBAR)[1];
     assert_eq!(titles(tree, &travel), ["Zürich — Öffnungszeiten", "待办"]);
-    let exported = export_chromium_json(tree);
+    let exported = export_chromium_json(&file_of(tree));
     assert_eq!(normalize(&parse_chromium_json(&exported).unwrap()), normalize(&parsed));
     let (again, _) =
         a.state.transact(T0 + 1, &mut a.rng, |e| e.import_bookmarks(&parse_chromium_json(&exported).unwrap())).unwrap();
@@ -113,18 +124,18 @@ fn thousands_of_bookmarks_round_trip_through_html() {
     assert_eq!(report.bookmarks_added - count_separators(&parsed), 3_000);
     assert!(envelopes.len() > 1, "a large import is split into several envelopes");
     assert_eq!(a.state.bookmarks().bookmark_count(), 3_000);
-    let exported = export_netscape(a.state.bookmarks());
+    let exported = export_netscape(&file_of(a.state.bookmarks()));
     assert_eq!(normalize(&parse_netscape(&exported).unwrap()), normalize(&parsed));
 }
 
-fn count_separators(b: &ImportedBookmarks) -> usize {
-    fn count(nodes: &[ImportNode]) -> usize {
+fn count_separators(b: &BookmarkFile) -> usize {
+    fn count(nodes: &[FileNode]) -> usize {
         nodes
             .iter()
             .map(|n| match n {
-                ImportNode::Separator => 1,
-                ImportNode::Folder { children, .. } => count(children),
-                ImportNode::Bookmark { .. } => 0,
+                FileNode::Separator => 1,
+                FileNode::Folder { children, .. } => count(children),
+                FileNode::Bookmark { .. } => 0,
             })
             .sum()
     }
@@ -152,7 +163,9 @@ fn password_csv_in_every_layout_imports_once_and_round_trips() {
     let (again, _) = a.state.transact(T0 + 1, &mut a.rng, |e| e.import_passwords(&chrome)).unwrap();
     assert_eq!((again.passwords_added, again.passwords_updated, again.duplicates_skipped), (0, 0, 3));
 
-    let csv = export_password_csv(&a.state).unwrap();
+    let rows = password_rows(&a.state).unwrap();
+    let rows = decode_password_rows(&encode_password_rows(&rows)).unwrap();
+    let csv = export_password_csv(&rows).unwrap();
     let mut back = parse_password_csv(&csv).unwrap();
     let mut all: Vec<_> = chrome.iter().chain(&firefox).chain(&bitwarden).cloned().collect();
     back.sort_by(|x, y| (&x.origin, &x.username).cmp(&(&y.origin, &y.username)));
@@ -220,4 +233,80 @@ fn a_failing_transaction_keeps_nothing() {
     assert!(result.is_err());
     assert_eq!(a.state.encode_state(), before);
     assert_eq!(a.state.bookmarks().len(), 0);
+}
+
+#[test]
+fn the_encoding_between_the_modules_round_trips_and_refuses_what_it_must() {
+    let profile = Profile::generate(11, ProfileSize::SMALL, T0);
+    let parsed = parse_netscape(&profile.bookmarks_html()).unwrap();
+    let bytes = parsed.encode();
+    assert_eq!(BookmarkFile::decode(&bytes).unwrap(), parsed);
+    // Every truncation is an error, never a panic or a partial file.
+    for len in 0..bytes.len() {
+        assert!(BookmarkFile::decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(BookmarkFile::decode(&trailing), Err(DecodeError::TrailingBytes { .. })));
+    // Only the four roots: the decoded form cannot name another parent.
+    let mut foreign = BookmarkFile { roots: vec![(ItemId::from_bytes([7; 16]), vec![])] }.encode();
+    assert!(matches!(BookmarkFile::decode(&foreign), Err(DecodeError::NonCanonical { .. })));
+    foreign[0] = 0xb2;
+    assert!(matches!(BookmarkFile::decode(&foreign), Err(DecodeError::UnsupportedVersion { .. })));
+    // A node count beyond the bytes given is refused before anything is allocated.
+    let mut huge = vec![0xb1, 1];
+    huge.extend(ItemId::TOOLBAR.as_bytes());
+    huge.extend(u32::MAX.to_be_bytes());
+    assert!(matches!(BookmarkFile::decode(&huge), Err(DecodeError::TooLarge { .. } | DecodeError::Truncated { .. })));
+    // More nodes in all than the cap, each list within it: refused, whatever the input holds.
+    let separators = |n: usize| vec![FileNode::Separator; n];
+    let over = MAX_FILE_NODES as usize / 2 + 1;
+    let many = BookmarkFile { roots: vec![(ItemId::MENU, separators(over)), (ItemId::OTHER, separators(over))] };
+    assert!(matches!(BookmarkFile::decode(&many.encode()), Err(DecodeError::TooLarge { .. })));
+    let within =
+        BookmarkFile { roots: vec![(ItemId::MENU, separators(over - 1)), (ItemId::OTHER, separators(over - 1))] };
+    assert_eq!(BookmarkFile::decode(&within.encode()).unwrap(), within);
+    // Nesting: 64 levels are what the importers accept; a 65th is refused.
+    let nest = |levels: usize| {
+        let mut node = FileNode::Bookmark { title: "deep".into(), url: "https://deep.example/".into() };
+        for _ in 0..levels {
+            node = FileNode::Folder { title: "f".into(), children: vec![node] };
+        }
+        BookmarkFile { roots: vec![(ItemId::MENU, vec![node])] }
+    };
+    assert!(BookmarkFile::decode(&nest(63).encode()).is_ok());
+    assert!(matches!(BookmarkFile::decode(&nest(64).encode()), Err(DecodeError::TooLarge { .. })));
+
+    let rows = parse_password_csv(CHROME_CSV).unwrap();
+    let bytes = encode_password_rows(&rows);
+    assert_eq!(decode_password_rows(&bytes).unwrap(), rows);
+    for len in 0..bytes.len() {
+        assert!(decode_password_rows(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+    }
+    let mut count_only = vec![0xc1];
+    count_only.extend(u32::MAX.to_be_bytes());
+    assert!(decode_password_rows(&count_only).is_err());
+}
+
+#[test]
+fn a_password_row_keeps_its_secrets_out_of_debug_output() {
+    let row = PasswordRow {
+        origin: "https://bank.example".into(),
+        username: "ada".into(),
+        password: "hunter2-secret".into(),
+        notes: "pin 4321".into(),
+    };
+    let shown = format!("{row:?}");
+    assert!(shown.contains("ada") && !shown.contains("hunter2") && !shown.contains("4321"), "{shown}");
+}
+
+#[test]
+fn an_export_of_every_root_parses_back_into_the_same_file() {
+    let profile = Profile::generate(12, ProfileSize::SMALL, T0);
+    let fx = Fixture::new(306, 1);
+    let mut a = fx.replica(0, 1);
+    a.state.transact(T0, &mut a.rng, |e| e.import_bookmarks(&profile.bookmarks)).unwrap();
+    let file = file_of(a.state.bookmarks());
+    assert_eq!(file.roots.iter().map(|(r, _)| *r).collect::<Vec<_>>(), ItemId::ROOTS);
+    assert_eq!(normalize(&parse_netscape(&export_netscape(&file)).unwrap()), normalize(&file));
 }

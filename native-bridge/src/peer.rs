@@ -1124,9 +1124,16 @@ impl Actor {
     fn export(&self, format: FileFormat) -> Result<String, String> {
         let state = self.state()?;
         match format {
-            FileFormat::BookmarksHtml => Ok(import::export_netscape(state.bookmarks())),
-            FileFormat::ChromiumJson => Ok(import::export_chromium_json(state.bookmarks())),
-            FileFormat::PasswordsCsv => import::export_password_csv(state).map_err(|e| e.to_string()),
+            FileFormat::BookmarksHtml => {
+                Ok(import::export_netscape(&import::BookmarkFile::from_tree(state.bookmarks())))
+            }
+            FileFormat::ChromiumJson => {
+                Ok(import::export_chromium_json(&import::BookmarkFile::from_tree(state.bookmarks())))
+            }
+            FileFormat::PasswordsCsv => {
+                let rows = import::password_rows(state).map_err(|e| e.to_string())?;
+                import::export_password_csv(&rows).map_err(|e| e.to_string())
+            }
         }
     }
 

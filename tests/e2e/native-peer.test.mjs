@@ -20,8 +20,11 @@ const pkg = resolve(pkgArg ?? 'pkg');
 const work = mkdtempSync(join(tmpdir(), 'kathon-native-e2e-'));
 const site = join(work, 'site');
 mkdirSync(site);
-cpSync(join(pkg, 'kathon_wasm.js'), join(site, 'kathon_wasm.js'));
-cpSync(join(pkg, 'kathon_wasm_bg.wasm'), join(site, 'kathon_wasm_bg.wasm'));
+// The package as a page serves it: the store module, the import/export module it loads on first
+// use, and the snippet that loads it.
+for (const file of ['kathon_wasm.js', 'kathon_wasm_bg.wasm', 'kathon_formats.js', 'kathon_formats_bg.wasm', 'snippets']) {
+  cpSync(join(pkg, file), join(site, file), { recursive: true });
+}
 writeFileSync(
   join(site, 'index.html'),
   `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>native peer test</title>

@@ -16,6 +16,39 @@ const pkg = resolve(process.argv[2] ?? join(here, '../../pkg'));
 const work = mkdtempSync(join(tmpdir(), 'kathon-npm-'));
 const run = (cmd, args, cwd) => execFileSync(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
 
+// In the page (its `store` open and enrolled): bookmarks and passwords through every import and
+// export, which run in the import/export module the package loads on first use.
+async function filesInPage() {
+  const html = '<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n<DT><H3 PERSONAL_TOOLBAR_FOLDER="true">Bar</H3>\n<DL><p>\n<DT><A HREF="https://imported.example/">Imported &amp; kept</A>\n</DL><p>\n</DL><p>\n';
+  const report = await store.importBookmarksHtml(html);
+  const exported = await store.exportBookmarksHtml();
+  const chromium = await store.exportChromiumBookmarks();
+  const again = await store.importChromiumBookmarks(chromium);
+  const passwords = await store.importPasswordsCsv('name,url,username,password,note\nbank,https://bank.example/,ada,"s3cret ""quoted""",\n');
+  const csv = await store.exportPasswordsCsv();
+  let refused;
+  try {
+    await store.importBookmarksHtml('<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n<DT><A NAME="x">no address</A>\n</DL><p>\n');
+  } catch (e) {
+    refused = { isError: e instanceof Error, name: e.name, code: e.code, message: e.message };
+  }
+  const toolbar = JSON.parse(chromium).roots.bookmark_bar.children.map((c) => c.name);
+  return { report, exported, toolbar, again, passwords, csv, refused };
+}
+
+function checkFiles(files) {
+  const f = JSON.stringify(files);
+  check(files.report.bookmarksAdded === 1, `import report: ${f}`);
+  check(files.exported.includes('<A HREF="https://imported.example/">Imported &amp; kept</A>'), `HTML export: ${f}`);
+  check(files.toolbar.includes('Imported & kept'), `Chromium export: ${f}`);
+  check(files.again.bookmarksAdded + files.again.foldersAdded === 0, `re-importing the export adds nothing: ${f}`);
+  check(files.passwords.passwordsAdded === 1 && files.csv.includes('https://bank.example/,ada,"s3cret ""quoted"""'), `passwords: ${f}`);
+  const r = files.refused;
+  check(r?.isError && r.name === 'KathonInputError' && r.code === 'import' && /line 3/.test(r.message), `malformed file: ${f}`);
+}
+
+const formatsRequests = (urls) => urls.filter((u) => /kathon_formats[^/]*\.wasm/.test(u)).length;
+
 const APP = `
 import init, { KathonStore } from 'kathon-sync';
 await init();
@@ -42,6 +75,8 @@ try {
     try {
       const page = await context.newPage();
       const errors = watch(page, 'vite page');
+      const requests = [];
+      page.on('request', (r) => requests.push(r.url()));
       await page.goto(server.url);
       await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
       const id = await page.evaluate(async () => {
@@ -63,6 +98,10 @@ try {
         }
       });
       check(error.isError && error.name === 'KathonInputError' && error.code === 'invalid', JSON.stringify(error));
+      // The import/export module: not fetched until the first import, then fetched once.
+      check(formatsRequests(requests) === 0, `fetched before any import: ${requests.join(' ')}`);
+      checkFiles(await page.evaluate(filesInPage));
+      check(formatsRequests(requests) === 1, `fetched ${formatsRequests(requests)} times: ${requests.join(' ')}`);
       check(errors.length === 0, errors.join('\n'));
     } finally {
       await context.close();
@@ -82,6 +121,7 @@ try {
         store.createIdentity('plain page');
         store.recordVisit({ url: 'https://example.org/', title: 'Example' });
         await store.flush();
+        window.store = store;
         window.result = { version: version(), visits: store.history().length };
       </script>`,
     );
@@ -94,7 +134,20 @@ try {
       await page.waitForFunction(() => window.result, null, { timeout: 20_000 });
       const result = await page.evaluate(() => window.result);
       check(result.visits === 1 && /^\d+\.\d+\.\d+$/.test(result.version), JSON.stringify(result));
-      check(errors.length === 0, errors.join('\n'));
+      // An import/export module that cannot be fetched: a clear error, and the next call loads it.
+      await page.route('**/kathon_formats_bg.wasm', (route) => route.abort());
+      const unavailable = await page.evaluate(() =>
+        store.exportBookmarksHtml().then(
+          () => null,
+          (e) => ({ isError: e instanceof Error, name: e.name, code: e.code }),
+        ),
+      );
+      check(unavailable?.isError && unavailable.name === 'KathonStateError' && unavailable.code === 'unavailable', JSON.stringify(unavailable));
+      await page.unroute('**/kathon_formats_bg.wasm');
+      checkFiles(await page.evaluate(filesInPage));
+      // The only errors: the aborted fetch, as the test wanted.
+      const unexpected = errors.filter((e) => !/kathon_formats_bg\.wasm|ERR_FAILED|Failed to load resource/.test(e));
+      check(unexpected.length === 0, unexpected.join('\n'));
     } finally {
       await context.close();
       await server.close();

@@ -7,14 +7,13 @@
 //! | `name` | `code`s |
 //! |---|---|
 //! | `KathonIdError` | `id` |
-//! | `KathonStateError` | `not-enrolled`, `locked`, `no-root-key`, `busy`, `closed`, `not-found` |
+//! | `KathonStateError` | `not-enrolled`, `locked`, `no-root-key`, `busy`, `closed`, `not-found`, `unavailable` (the import/export module did not load) |
 //! | `KathonInputError` | `invalid`, `bad-move`, `folder-full`, `import` |
 //! | `KathonVaultError` | `vault-locked`, `vault-unknown-key`, `vault-tampered`, `wrong-passphrase` |
 //! | `KathonStorageError` | `storage`, `quota`, `tampered` |
 //! | `KathonNetworkError` | `signaling`, `webrtc` |
 
 use kathon_core::model::ModelError;
-use kathon_core::model::import::ImportError;
 use kathon_core::model::vault::VaultError;
 use kathon_core::sync::{EngineError, LoadError};
 use wasm_bindgen::JsValue;
@@ -82,14 +81,6 @@ pub fn engine(e: EngineError) -> JsValue {
         EngineError::NotEnrolled => state("not-enrolled", "this store is not enrolled in an identity yet"),
         EngineError::NoRootKey => state("no-root-key", "this device does not hold the identity's root key"),
         other => state("not-found", &other.to_string()),
-    }
-}
-
-/// An import error.
-pub fn import(e: ImportError) -> JsValue {
-    match e {
-        ImportError::Model(m) => model(m),
-        other => js_error("KathonInputError", "import", &other.to_string()),
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod driver;
 pub mod error;
 pub mod events;
+mod formats;
 pub mod idb_store;
 pub mod seal;
 pub(crate) mod util;
@@ -19,6 +20,7 @@ use std::rc::Rc;
 
 use kathon_core::model::entries::Layout;
 use kathon_core::model::history::Transition;
+use kathon_core::model::import::BookmarkFile;
 use kathon_core::model::schema::{ItemId, NodeKind};
 use kathon_core::model::{Edit, ModelError};
 use kathon_core::sync::{Engine, PairingCode, RecordKey};
@@ -209,7 +211,7 @@ impl KathonStore {
     #[wasm_bindgen(js_name = open)]
     pub async fn open(name: String) -> Result<KathonStore, JsValue> {
         let db = Rc::new(idb_store::Db::open(&name).await?);
-        let endpoint = data_encoding_hex(&util::random::<12>()?);
+        let endpoint = kathon_core::text::hex(&util::random::<12>()?);
         let shared: Shared = Rc::new(RefCell::new(Inner::new(name, db.clone(), endpoint)));
         // One persistent DTLS certificate per device (ECDSA P-256: what Chromium accepts).
         let cert = match db.get_meta("dtls-certificate").await? {
@@ -879,44 +881,49 @@ impl KathonStore {
     }
 
     // --- import / export -----------------------------------------------------------------------
+    // File formats are read and written by the import/export module, which a page downloads the
+    // first time it calls one of these (see `formats`); so they return promises.
 
     /// Imports a Netscape bookmark file (what every browser exports).
     #[wasm_bindgen(js_name = importBookmarksHtml, unchecked_return_type = "ImportReport")]
-    pub fn import_bookmarks_html(&self, text: &str) -> Result<JsValue, JsValue> {
-        let parsed = kathon_core::model::import::parse_netscape(text).map_err(error::import)?;
-        Ok(to_js(&self.change(|e| e.import_bookmarks(&parsed))?))
+    pub async fn import_bookmarks_html(&self, text: js_sys::JsString) -> Result<JsValue, JsValue> {
+        let file = formats::parse_bookmarks(formats::BookmarkFormat::Html, &text).await?;
+        Ok(to_js(&self.change(|e| e.import_bookmarks(&file))?))
     }
 
     /// Imports Chromium's `Bookmarks` JSON file.
     #[wasm_bindgen(js_name = importChromiumBookmarks, unchecked_return_type = "ImportReport")]
-    pub fn import_chromium_bookmarks(&self, text: &str) -> Result<JsValue, JsValue> {
-        let parsed = kathon_core::model::import::parse_chromium_json(text).map_err(error::import)?;
-        Ok(to_js(&self.change(|e| e.import_bookmarks(&parsed))?))
+    pub async fn import_chromium_bookmarks(&self, text: js_sys::JsString) -> Result<JsValue, JsValue> {
+        let file = formats::parse_bookmarks(formats::BookmarkFormat::ChromiumJson, &text).await?;
+        Ok(to_js(&self.change(|e| e.import_bookmarks(&file))?))
     }
 
     /// Imports passwords from CSV (Chrome, Firefox or Bitwarden layout).
     #[wasm_bindgen(js_name = importPasswordsCsv, unchecked_return_type = "ImportReport")]
-    pub fn import_passwords_csv(&self, text: &str) -> Result<JsValue, JsValue> {
-        let logins = kathon_core::model::import::parse_password_csv(text).map_err(error::import)?;
-        Ok(to_js(&self.change(|e| e.import_passwords(&logins))?))
+    pub async fn import_passwords_csv(&self, text: js_sys::JsString) -> Result<JsValue, JsValue> {
+        let rows = formats::parse_passwords(&text).await?;
+        Ok(to_js(&self.change(|e| e.import_passwords(&rows))?))
     }
 
     /// Exports the bookmarks as a Netscape bookmark file.
-    #[wasm_bindgen(js_name = exportBookmarksHtml)]
-    pub fn export_bookmarks_html(&self) -> Result<String, JsValue> {
-        self.read(|s| kathon_core::model::import::export_netscape(s.bookmarks()))
+    #[wasm_bindgen(js_name = exportBookmarksHtml, unchecked_return_type = "string")]
+    pub async fn export_bookmarks_html(&self) -> Result<JsValue, JsValue> {
+        let file = self.read(|s| BookmarkFile::from_tree(s.bookmarks()))?;
+        formats::write_bookmarks(formats::BookmarkFormat::Html, &file).await
     }
 
     /// Exports the bookmarks as Chromium's `Bookmarks` JSON.
-    #[wasm_bindgen(js_name = exportChromiumBookmarks)]
-    pub fn export_chromium_bookmarks(&self) -> Result<String, JsValue> {
-        self.read(|s| kathon_core::model::import::export_chromium_json(s.bookmarks()))
+    #[wasm_bindgen(js_name = exportChromiumBookmarks, unchecked_return_type = "string")]
+    pub async fn export_chromium_bookmarks(&self) -> Result<JsValue, JsValue> {
+        let file = self.read(|s| BookmarkFile::from_tree(s.bookmarks()))?;
+        formats::write_bookmarks(formats::BookmarkFormat::ChromiumJson, &file).await
     }
 
     /// Exports the passwords as CSV (Chrome layout). Contains secrets in the clear.
-    #[wasm_bindgen(js_name = exportPasswordsCsv)]
-    pub fn export_passwords_csv(&self) -> Result<String, JsValue> {
-        self.read(kathon_core::model::import::export_password_csv)?.map_err(error::model)
+    #[wasm_bindgen(js_name = exportPasswordsCsv, unchecked_return_type = "string")]
+    pub async fn export_passwords_csv(&self) -> Result<JsValue, JsValue> {
+        let rows = self.read(kathon_core::model::import::password_rows)?.map_err(error::model)?;
+        formats::write_passwords(&rows).await
     }
 
     // --- held mass deletions -------------------------------------------------------------------
@@ -1024,14 +1031,6 @@ impl KathonStore {
 }
 
 fn envelope_id(text: &str) -> Result<kathon_core::envelope::EnvelopeId, JsValue> {
-    let bytes: [u8; 32] = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(text.as_bytes())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| error::input("an envelope ID is 64 hex digits"))?;
+    let bytes = kathon_core::text::hex_32(text).ok_or_else(|| error::input("an envelope ID is 64 hex digits"))?;
     Ok(kathon_core::envelope::EnvelopeId(kathon_core::hash::Hash::from_bytes(bytes)))
-}
-
-fn data_encoding_hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(bytes)
 }

@@ -123,7 +123,7 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("clippy, native, all targets", || {
         Cmd::new("cargo").args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]).run()
     })?;
-    runner.step("clippy, wasm32 (core and bindings)", || {
+    runner.step("clippy, wasm32 (core, bindings, import/export module)", || {
         Cmd::new("cargo")
             .args([
                 "clippy",
@@ -131,6 +131,8 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
                 "kathon-core",
                 "-p",
                 "kathon-wasm",
+                "-p",
+                "kathon-formats",
                 "--all-targets",
                 "--locked",
                 "--target",
@@ -191,28 +193,36 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Builds the browser `.wasm` (release profile for size) and refuses it if it imports anything
-/// from `env`: core must stay free of IO, clocks and C dependencies.
-fn build_wasm(runner: &mut Runner) -> Result<PathBuf, TaskError> {
-    runner.step("build kathon-wasm for wasm32 (wasm-release profile)", || {
+/// The package's two `.wasm` modules: the store, and the import/export module it loads on first
+/// use (`wasm/formats/`).
+const WASM_MODULES: [&str; 2] = ["kathon_wasm", "kathon_formats"];
+
+/// Builds the browser `.wasm` modules (release profile for size) and refuses one that imports
+/// anything from `env`: core must stay free of IO, clocks and C dependencies.
+fn build_wasm(runner: &mut Runner) -> Result<Vec<PathBuf>, TaskError> {
+    runner.step("build kathon-wasm and kathon-formats for wasm32 (wasm-release profile)", || {
         Cmd::new("cargo")
-            .args(["build", "-p", "kathon-wasm", "--locked", "--profile", "wasm-release", "--target", WASM_TARGET])
+            .args(["build", "-p", "kathon-wasm", "-p", "kathon-formats", "--locked", "--profile", "wasm-release"])
+            .args(["--target", WASM_TARGET])
             .run()
     })?;
-    let wasm = root().join("target").join(WASM_TARGET).join("wasm-release").join("kathon_wasm.wasm");
+    let dir = root().join("target").join(WASM_TARGET).join("wasm-release");
+    let modules: Vec<PathBuf> = WASM_MODULES.iter().map(|name| dir.join(format!("{name}.wasm"))).collect();
     runner.step("wasm imports nothing from `env`", || {
-        let bytes = std::fs::read(&wasm).map_err(|e| TaskError::io(&wasm, e))?;
-        let modules = util::wasm_import_modules(&bytes)?;
-        println!("    import modules: {modules:?}");
-        if modules.iter().any(|m| m == "env") {
-            return Err(TaskError::msg(format!(
-                "{} imports from `env`: something in the core pulls in IO or a C library",
-                wasm.display()
-            )));
+        for wasm in &modules {
+            let bytes = std::fs::read(wasm).map_err(|e| TaskError::io(wasm, e))?;
+            let imports = util::wasm_import_modules(&bytes)?;
+            println!("    {}: import modules {imports:?}", wasm.display());
+            if imports.iter().any(|m| m == "env") {
+                return Err(TaskError::msg(format!(
+                    "{} imports from `env`: something in the core pulls in IO or a C library",
+                    wasm.display()
+                )));
+            }
         }
         Ok(())
     })?;
-    Ok(wasm)
+    Ok(modules)
 }
 
 /// Long campaigns, outside CI: many more random schedules, from seeds CI does not run.
@@ -266,28 +276,36 @@ fn build_pkg(runner: &mut Runner) -> Result<(), TaskError> {
 
 /// `keep_names`: the `.wasm` keeps its name section (function names in CPU profiles).
 fn build_pkg_with(runner: &mut Runner, keep_names: bool) -> Result<(), TaskError> {
-    let wasm = build_wasm(runner)?;
+    let modules = build_wasm(runner)?;
     let pkg = root().join("pkg");
     runner.step("wasm-bindgen: web target into pkg/, bundler target into pkg/bundler/", || {
-        for (target, dir) in [("web", pkg.clone()), ("bundler", pkg.join("bundler"))] {
-            let names: &[&str] = if keep_names { &[] } else { &["--remove-name-section"] };
-            Cmd::new("wasm-bindgen")
-                .args(["--target", target, "--remove-producers-section"])
-                .args(names)
-                .arg("--out-dir")
-                .arg(&dir)
-                .arg(&wasm)
-                .run()?;
+        for wasm in &modules {
+            for (target, dir) in [("web", pkg.clone()), ("bundler", pkg.join("bundler"))] {
+                let names: &[&str] = if keep_names { &[] } else { &["--remove-name-section"] };
+                // The import/export module is the package's own business: no public types.
+                let types: &[&str] = if wasm.ends_with("kathon_wasm.wasm") { &[] } else { &["--no-typescript"] };
+                Cmd::new("wasm-bindgen")
+                    .args(["--target", target, "--remove-producers-section"])
+                    .args(names)
+                    .args(types)
+                    .arg("--out-dir")
+                    .arg(&dir)
+                    .arg(wasm)
+                    .run()?;
+            }
         }
         Ok(())
     })?;
     runner.step("package size", || {
-        let path = pkg.join("kathon_wasm_bg.wasm");
-        let bytes = std::fs::read(&path).map_err(|e| TaskError::io(&path, e))?;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut gz, &bytes).map_err(|e| TaskError::io(&path, e))?;
-        let gzipped = gz.finish().map_err(|e| TaskError::io(&path, e))?.len();
-        println!("    kathon_wasm_bg.wasm: {} bytes raw, {gzipped} bytes gzipped (-9)", bytes.len());
+        for name in WASM_MODULES {
+            let path = pkg.join(format!("{name}_bg.wasm"));
+            let bytes = std::fs::read(&path).map_err(|e| TaskError::io(&path, e))?;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut gz, &bytes).map_err(|e| TaskError::io(&path, e))?;
+            let gzipped = gz.finish().map_err(|e| TaskError::io(&path, e))?.len();
+            let when = if name == "kathon_wasm" { "loaded by init()" } else { "loaded on the first import or export" };
+            println!("    {name}_bg.wasm: {} bytes raw, {gzipped} bytes gzipped (-9); {when}", bytes.len());
+        }
         Ok(())
     })
 }
@@ -306,11 +324,15 @@ fn build_demo(runner: &mut Runner) -> Result<(), TaskError> {
             ("web-demo/node_modules/qrcode-generator/dist/qrcode.mjs", "qrcode.mjs"),
             ("pkg/kathon_wasm.js", "kathon_wasm.js"),
             ("pkg/kathon_wasm_bg.wasm", "kathon_wasm_bg.wasm"),
+            ("pkg/kathon_formats.js", "kathon_formats.js"),
+            ("pkg/kathon_formats_bg.wasm", "kathon_formats_bg.wasm"),
         ];
         for (from, to) in files {
             let from = root.join(from);
             std::fs::copy(&from, site.join(to)).map_err(|e| TaskError::io(&from, e))?;
         }
+        // The package's JS snippets (the loader of the import/export module).
+        util::copy_dir(&root.join("pkg/snippets"), &site.join("snippets"))?;
         println!("    {}", site.display());
         Ok(())
     })

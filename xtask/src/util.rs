@@ -143,6 +143,21 @@ pub(crate) fn have(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// Copies the directory `from` into `to`, recursively (what is already in `to` stays).
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<(), TaskError> {
+    std::fs::create_dir_all(to).map_err(|e| TaskError::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| TaskError::io(from, e))? {
+        let entry = entry.map_err(|e| TaskError::io(from, e))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().map_err(|e| TaskError::io(&source, e))?.is_dir() {
+            copy_dir(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target).map_err(|e| TaskError::io(&source, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// The module names of a wasm binary's imports.
 pub(crate) fn wasm_import_modules(bytes: &[u8]) -> Result<Vec<String>, TaskError> {
     let mut modules = Vec::new();

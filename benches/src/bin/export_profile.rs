@@ -4,7 +4,7 @@
 //! `cargo run -p kathon-benches --release --bin export_profile -- <out.json> [small]`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use kathon_core::model::import::ImportNode;
+use kathon_core::model::import::FileNode;
 use kathon_core::model::schema::ItemId;
 use kathon_core::testing::{Profile, ProfileSize};
 use serde_json::{Value, json};
@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 /// A fixed "now" so the visit times are the same on every run.
 const NOW_MS: u64 = 1_764_000_000_000;
 
-fn node(n: &ImportNode) -> Value {
+fn node(n: &FileNode) -> Value {
     match n {
-        ImportNode::Folder { title, children } => {
+        FileNode::Folder { title, children } => {
             json!({ "title": title, "children": children.iter().map(node).collect::<Vec<_>>() })
         }
-        ImportNode::Bookmark { title, url } => json!({ "title": title, "url": url }),
-        ImportNode::Separator => json!({ "separator": true }),
+        FileNode::Bookmark { title, url } => json!({ "title": title, "url": url }),
+        FileNode::Separator => json!({ "separator": true }),
     }
 }
 

@@ -2,6 +2,12 @@
 //! browser exports, Chromium's `Bookmarks` JSON, and password CSV as Chrome, Firefox and
 //! Bitwarden write it.
 //!
+//! Every format is read into, and written from, one neutral form: [`BookmarkFile`] for bookmarks
+//! and [`PasswordRow`]s for passwords. Parsing and writing are pure functions of that form, which
+//! is what lets the browser package keep them in a second `.wasm` loaded on first use: the form
+//! crosses between the two modules in the compact encoding [`BookmarkFile::encode`] and
+//! [`encode_password_rows`] define, decoded with hard caps like any other untrusted bytes.
+//!
 //! Imports parse the **whole** file first; a malformed file gives an error with its line (and
 //! column or record) and changes nothing. Applying is idempotent: a folder with the same title
 //! under the same parent is reused, a bookmark with the same title and URL in the same folder is
@@ -11,7 +17,10 @@
 use std::collections::BTreeMap;
 
 use rand_core::CryptoRngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::codec::{Reader, Writer};
+use crate::error::DecodeError;
 use crate::model::bookmarks::BookmarkTree;
 use crate::model::schema::{ItemId, NodeKind, Position};
 use crate::model::{BrowserState, Edit, ModelError};
@@ -56,15 +65,15 @@ pub struct ImportReport {
     pub duplicates_skipped: usize,
 }
 
-/// A bookmark tree read from a file, before it touches the replica.
+/// A node of a [`BookmarkFile`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImportNode {
+pub enum FileNode {
     /// A folder and its children.
     Folder {
         /// Title.
         title: String,
         /// Children in order.
-        children: Vec<ImportNode>,
+        children: Vec<FileNode>,
     },
     /// A bookmark.
     Bookmark {
@@ -77,23 +86,151 @@ pub enum ImportNode {
     Separator,
 }
 
-/// Parsed bookmarks: children to put under each root.
+/// Bookmarks as a bookmark file carries them: what an import reads (before it touches the
+/// replica) and what an export writes. Titles, URLs and nesting only; no IDs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ImportedBookmarks {
-    /// `(root, children)` pairs.
-    pub roots: Vec<(ItemId, Vec<ImportNode>)>,
+pub struct BookmarkFile {
+    /// `(root, children)` pairs; every root is one of [`ItemId::ROOTS`].
+    pub roots: Vec<(ItemId, Vec<FileNode>)>,
 }
 
-impl ImportedBookmarks {
+/// Format byte of an encoded [`BookmarkFile`].
+const BOOKMARK_FILE_FORMAT: u8 = 0xb1;
+/// Format byte of encoded [`PasswordRow`]s.
+const PASSWORD_ROWS_FORMAT: u8 = 0xc1;
+/// Longest string in either encoding: no file holds more.
+const MAX_FILE_STRING: u32 = MAX_IMPORT_LEN as u32;
+/// Most nodes an encoded [`BookmarkFile`] may hold (folders, bookmarks and separators): 200
+/// times a large real profile, and a bound on what decoding it may allocate.
+pub const MAX_FILE_NODES: u64 = 1_000_000;
+const FOLDER: u8 = 0;
+const BOOKMARK: u8 = 1;
+const SEPARATOR: u8 = 2;
+
+impl BookmarkFile {
+    /// The replica's bookmarks in this form, every root in [`ItemId::ROOTS`] order (folders
+    /// nested deeper than 64 are written empty, as the importers refuse deeper ones).
+    pub fn from_tree(tree: &BookmarkTree) -> Self {
+        fn nodes(tree: &BookmarkTree, parent: &ItemId, depth: usize) -> Vec<FileNode> {
+            let node = |id: &ItemId| {
+                let n = tree.get(id)?;
+                Some(match n.kind {
+                    NodeKind::Folder => FileNode::Folder {
+                        title: n.title.clone(),
+                        children: if depth < MAX_DEPTH { nodes(tree, id, depth.saturating_add(1)) } else { Vec::new() },
+                    },
+                    NodeKind::Bookmark => {
+                        FileNode::Bookmark { title: n.title.clone(), url: n.url.clone().unwrap_or_default() }
+                    }
+                    NodeKind::Separator => FileNode::Separator,
+                })
+            };
+            tree.children(parent).iter().filter_map(node).collect()
+        }
+        Self { roots: ItemId::ROOTS.iter().map(|root| (*root, nodes(tree, root, 1))).collect() }
+    }
+
+    /// The children of `root` (none if the file has no such root).
+    pub fn children(&self, root: &ItemId) -> &[FileNode] {
+        self.roots.iter().find(|(r, _)| r == root).map(|(_, c)| c.as_slice()).unwrap_or_default()
+    }
+
+    /// The encoding that carries this form between the package's two `.wasm` modules: format
+    /// byte `0xb1`, a `u8` root count, and per root its 16-byte ID and its node list. A node list
+    /// is a `u32` count of nodes, each a kind byte (0 folder, 1 bookmark, 2 separator) followed
+    /// by a folder's `u32`-prefixed title and node list, or a bookmark's title and URL.
+    pub fn encode(&self) -> Vec<u8> {
+        fn nodes(w: &mut Writer, list: &[FileNode]) {
+            w.u32(u32::try_from(list.len()).unwrap_or(u32::MAX));
+            for node in list {
+                match node {
+                    FileNode::Folder { title, children } => {
+                        w.u8(FOLDER).bytes_u32(title.as_bytes());
+                        nodes(w, children);
+                    }
+                    FileNode::Bookmark { title, url } => {
+                        w.u8(BOOKMARK).bytes_u32(title.as_bytes()).bytes_u32(url.as_bytes());
+                    }
+                    FileNode::Separator => {
+                        w.u8(SEPARATOR);
+                    }
+                }
+            }
+        }
+        let mut w = Writer::default();
+        w.u8(BOOKMARK_FILE_FORMAT).u8(u8::try_from(self.roots.len()).unwrap_or(u8::MAX));
+        for (root, children) in &self.roots {
+            w.raw(root.as_bytes());
+            nodes(&mut w, children);
+        }
+        w.into_bytes()
+    }
+
+    /// Decodes [`BookmarkFile::encode`]'s bytes, refusing unknown roots, nesting deeper than
+    /// the importers accept (64), more than [`MAX_FILE_NODES`] nodes, and any count or length
+    /// beyond the bytes given.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        fn string(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
+            let bytes = r.bytes_u32(MAX_FILE_STRING, what)?;
+            String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { what })
+        }
+        // `left`: how many more nodes the whole file may hold.
+        fn nodes(r: &mut Reader<'_>, depth: usize, left: &mut u64) -> Result<Vec<FileNode>, DecodeError> {
+            if depth > MAX_DEPTH {
+                return Err(DecodeError::TooLarge {
+                    what: "bookmark file nesting",
+                    len: depth as u64,
+                    max: MAX_DEPTH as u64,
+                });
+            }
+            // Every node takes at least its kind byte, so the count cannot exceed what is left
+            // of the input; and the file's nodes are capped in all (a node is ~50 bytes here
+            // and may be one byte there).
+            let count = r.u32("bookmark file node count")?;
+            let count = r.check_len(count.into(), *left, "bookmark file node count")?;
+            *left = left.saturating_sub(count as u64);
+            let mut list = Vec::new();
+            for _ in 0..count {
+                list.push(match r.u8("bookmark file node kind")? {
+                    FOLDER => FileNode::Folder {
+                        title: string(r, "bookmark file folder title")?,
+                        children: nodes(r, depth.saturating_add(1), left)?,
+                    },
+                    BOOKMARK => FileNode::Bookmark {
+                        title: string(r, "bookmark file title")?,
+                        url: string(r, "bookmark file URL")?,
+                    },
+                    SEPARATOR => FileNode::Separator,
+                    tag => return Err(DecodeError::UnknownTag { what: "bookmark file node kind", tag }),
+                });
+            }
+            Ok(list)
+        }
+        let mut r = Reader::new(bytes);
+        r.format("bookmark file", BOOKMARK_FILE_FORMAT)?;
+        let count = r.u8("bookmark file root count")?;
+        let mut left = MAX_FILE_NODES;
+        let mut roots = Vec::new();
+        for _ in 0..count {
+            let root = ItemId::from_bytes(r.array("bookmark file root")?);
+            if !ItemId::ROOTS.contains(&root) {
+                return Err(DecodeError::NonCanonical { what: "bookmark file root", reason: "not a bookmark root" });
+            }
+            roots.push((root, nodes(&mut r, 1, &mut left)?));
+        }
+        r.finish("bookmark file")?;
+        Ok(Self { roots })
+    }
+
     /// Number of bookmarks (not folders or separators).
     pub fn bookmark_count(&self) -> usize {
-        fn count(nodes: &[ImportNode]) -> usize {
+        fn count(nodes: &[FileNode]) -> usize {
             nodes
                 .iter()
                 .map(|n| match n {
-                    ImportNode::Bookmark { .. } => 1,
-                    ImportNode::Folder { children, .. } => count(children),
-                    ImportNode::Separator => 0,
+                    FileNode::Bookmark { .. } => 1,
+                    FileNode::Folder { children, .. } => count(children),
+                    FileNode::Separator => 0,
                 })
                 .sum()
         }
@@ -225,7 +362,7 @@ fn text_of(raw: &str) -> String {
 ///
 /// Top-level folders marked `PERSONAL_TOOLBAR_FOLDER` go to the toolbar, `UNFILED_BOOKMARKS_FOLDER`
 /// to "other bookmarks"; everything else at the top goes to the bookmarks menu.
-pub fn parse_netscape(text: &str) -> Result<ImportedBookmarks, ImportError> {
+pub fn parse_netscape(text: &str) -> Result<BookmarkFile, ImportError> {
     let mut s = Scanner { text, pos: 0 };
     if text.len() > MAX_IMPORT_LEN {
         return Err(s.error(0, format!("file is larger than {MAX_IMPORT_LEN} bytes")));
@@ -236,13 +373,13 @@ pub fn parse_netscape(text: &str) -> Result<ImportedBookmarks, ImportError> {
     }
     // Stack of open <DL> lists: (children so far, the folder title and flags that opened it).
     struct Open {
-        children: Vec<ImportNode>,
+        children: Vec<FileNode>,
         title: String,
         root: Option<ItemId>,
         at: usize,
     }
     let mut stack: Vec<Open> = Vec::new();
-    let mut top: Vec<(ItemId, Vec<ImportNode>)> = Vec::new();
+    let mut top: Vec<(ItemId, Vec<FileNode>)> = Vec::new();
     // A folder heading waiting for its <DL>: (title, root marker, position).
     let mut heading: Option<(String, Option<ItemId>, usize)> = None;
     let mut seen_top_list = false;
@@ -266,11 +403,11 @@ pub fn parse_netscape(text: &str) -> Result<ImportedBookmarks, ImportError> {
                 let href = attribute(attrs, "HREF").ok_or_else(|| s.error(at, "<A> without HREF"))?;
                 let title = read_until_close(&mut s, "a", at)?;
                 let open = stack.last_mut().ok_or_else(|| s.error(at, "bookmark outside any <DL> list"))?;
-                open.children.push(ImportNode::Bookmark { title, url: href });
+                open.children.push(FileNode::Bookmark { title, url: href });
             }
             ("hr", false) => {
                 if let Some(open) = stack.last_mut() {
-                    open.children.push(ImportNode::Separator);
+                    open.children.push(FileNode::Separator);
                 }
             }
             ("dl", false) => {
@@ -294,7 +431,7 @@ pub fn parse_netscape(text: &str) -> Result<ImportedBookmarks, ImportError> {
                     // A marked folder at the top becomes a root.
                     (Some(_), Some(root)) if depth == 1 => top.push((root, open.children)),
                     (Some(parent), _) => {
-                        parent.children.push(ImportNode::Folder { title: open.title, children: open.children })
+                        parent.children.push(FileNode::Folder { title: open.title, children: open.children })
                     }
                 }
             }
@@ -311,14 +448,14 @@ pub fn parse_netscape(text: &str) -> Result<ImportedBookmarks, ImportError> {
         return Err(s.error(text.len(), "no <DL> list of bookmarks"));
     }
     // Merge entries for the same root, keeping file order.
-    let mut merged: Vec<(ItemId, Vec<ImportNode>)> = Vec::new();
+    let mut merged: Vec<(ItemId, Vec<FileNode>)> = Vec::new();
     for (root, children) in top {
         match merged.iter_mut().find(|(r, _)| *r == root) {
             Some((_, list)) => list.extend(children),
             None => merged.push((root, children)),
         }
     }
-    Ok(ImportedBookmarks { roots: merged })
+    Ok(BookmarkFile { roots: merged })
 }
 
 fn read_until_close(s: &mut Scanner<'_>, tag: &str, opened_at: usize) -> Result<String, ImportError> {
@@ -335,28 +472,24 @@ fn read_until_close(s: &mut Scanner<'_>, tag: &str, opened_at: usize) -> Result<
     }
 }
 
-/// Writes the bookmarks as a Netscape bookmark file.
-pub fn export_netscape(tree: &BookmarkTree) -> String {
+/// Writes bookmarks as a Netscape bookmark file.
+pub fn export_netscape(file: &BookmarkFile) -> String {
     fn esc(s: &str) -> String {
         html_escape::encode_double_quoted_attribute(s).replace('\'', "&#39;")
     }
-    fn write(out: &mut String, tree: &BookmarkTree, parent: &ItemId, depth: usize) {
+    fn write(out: &mut String, nodes: &[FileNode], depth: usize) {
         let indent = "    ".repeat(depth);
-        for id in tree.children(parent) {
-            let Some(node) = tree.get(id) else { continue };
-            match node.kind {
-                NodeKind::Folder => {
-                    out.push_str(&format!("{indent}<DT><H3>{}</H3>\n{indent}<DL><p>\n", esc(&node.title)));
-                    if depth < MAX_DEPTH {
-                        write(out, tree, id, depth.saturating_add(1));
-                    }
+        for node in nodes {
+            match node {
+                FileNode::Folder { title, children } => {
+                    out.push_str(&format!("{indent}<DT><H3>{}</H3>\n{indent}<DL><p>\n", esc(title)));
+                    write(out, children, depth.saturating_add(1));
                     out.push_str(&format!("{indent}</DL><p>\n"));
                 }
-                NodeKind::Bookmark => {
-                    let url = node.url.as_deref().unwrap_or_default();
-                    out.push_str(&format!("{indent}<DT><A HREF=\"{}\">{}</A>\n", esc(url), esc(&node.title)));
+                FileNode::Bookmark { title, url } => {
+                    out.push_str(&format!("{indent}<DT><A HREF=\"{}\">{}</A>\n", esc(url), esc(title)));
                 }
-                NodeKind::Separator => out.push_str(&format!("{indent}<HR>\n")),
+                FileNode::Separator => out.push_str(&format!("{indent}<HR>\n")),
             }
         }
     }
@@ -368,13 +501,14 @@ pub fn export_netscape(tree: &BookmarkTree) -> String {
         (ItemId::OTHER, " UNFILED_BOOKMARKS_FOLDER=\"true\"", "Other bookmarks"),
     ] {
         out.push_str(&format!("    <DT><H3{marker}>{title}</H3>\n    <DL><p>\n"));
-        write(&mut out, tree, &root, 2);
+        write(&mut out, file.children(&root), 2);
         out.push_str("    </DL><p>\n");
     }
-    write(&mut out, tree, &ItemId::MENU, 1);
-    if !tree.children(&ItemId::MOBILE).is_empty() {
+    write(&mut out, file.children(&ItemId::MENU), 1);
+    let mobile = file.children(&ItemId::MOBILE);
+    if !mobile.is_empty() {
         out.push_str("    <DT><H3>Mobile bookmarks</H3>\n    <DL><p>\n");
-        write(&mut out, tree, &ItemId::MOBILE, 2);
+        write(&mut out, mobile, 2);
         out.push_str("    </DL><p>\n");
     }
     out.push_str("</DL><p>\n");
@@ -415,14 +549,12 @@ fn json_error(e: &serde_json::Error) -> ImportError {
 
 /// Parses Chromium's `Bookmarks` file: `bookmark_bar` goes to the toolbar, `other` to "other
 /// bookmarks", `synced` to mobile.
-pub fn parse_chromium_json(text: &str) -> Result<ImportedBookmarks, ImportError> {
+pub fn parse_chromium_json(text: &str) -> Result<BookmarkFile, ImportError> {
     let file: ChromiumFile = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-    fn convert(node: ChromiumNode, depth: usize) -> Result<ImportNode, String> {
+    fn convert(node: ChromiumNode, depth: usize) -> Result<FileNode, String> {
         match node.kind.as_str() {
-            "url" => {
-                Ok(ImportNode::Bookmark { title: node.name, url: node.url.ok_or("a \"url\" node without a url")? })
-            }
-            "folder" if depth < MAX_DEPTH => Ok(ImportNode::Folder {
+            "url" => Ok(FileNode::Bookmark { title: node.name, url: node.url.ok_or("a \"url\" node without a url")? }),
+            "folder" if depth < MAX_DEPTH => Ok(FileNode::Folder {
                 title: node.name,
                 children: node
                     .children
@@ -462,43 +594,46 @@ pub fn parse_chromium_json(text: &str) -> Result<ImportedBookmarks, ImportError>
             message: "no bookmark_bar, other or synced root".into(),
         });
     }
-    Ok(ImportedBookmarks { roots })
+    Ok(BookmarkFile { roots })
 }
 
-/// Writes the bookmarks as Chromium's `Bookmarks` JSON (the menu root, which Chromium lacks,
-/// becomes a folder "Bookmarks menu" under "other").
-pub fn export_chromium_json(tree: &BookmarkTree) -> String {
-    fn node(tree: &BookmarkTree, id: &ItemId, depth: usize) -> Option<ChromiumNode> {
-        let n = tree.get(id)?;
-        Some(match n.kind {
-            NodeKind::Bookmark => {
-                ChromiumNode { kind: "url".into(), name: n.title.clone(), url: n.url.clone(), children: vec![] }
-            }
-            NodeKind::Folder => ChromiumNode {
-                kind: "folder".into(),
-                name: n.title.clone(),
-                url: None,
-                children: if depth < MAX_DEPTH { children(tree, id, depth.saturating_add(1)) } else { vec![] },
-            },
-            NodeKind::Separator => return None,
-        })
-    }
-    fn children(tree: &BookmarkTree, parent: &ItemId, depth: usize) -> Vec<ChromiumNode> {
-        tree.children(parent).iter().filter_map(|c| node(tree, c, depth)).collect()
+/// Writes bookmarks as Chromium's `Bookmarks` JSON (the menu root, which Chromium lacks,
+/// becomes a folder "Bookmarks menu" under "other"; separators, which it lacks too, are left
+/// out).
+pub fn export_chromium_json(file: &BookmarkFile) -> String {
+    fn children(nodes: &[FileNode]) -> Vec<ChromiumNode> {
+        nodes
+            .iter()
+            .filter_map(|n| match n {
+                FileNode::Bookmark { title, url } => Some(ChromiumNode {
+                    kind: "url".into(),
+                    name: title.clone(),
+                    url: Some(url.clone()),
+                    children: vec![],
+                }),
+                FileNode::Folder { title, children: inner } => Some(ChromiumNode {
+                    kind: "folder".into(),
+                    name: title.clone(),
+                    url: None,
+                    children: children(inner),
+                }),
+                FileNode::Separator => None,
+            })
+            .collect()
     }
     let folder = |name: &str, children: Vec<ChromiumNode>| {
         serde_json::to_value(ChromiumNode { kind: "folder".into(), name: name.into(), url: None, children })
             .unwrap_or_default()
     };
-    let mut other = children(tree, &ItemId::OTHER, 1);
-    let menu = children(tree, &ItemId::MENU, 2);
+    let mut other = children(file.children(&ItemId::OTHER));
+    let menu = children(file.children(&ItemId::MENU));
     if !menu.is_empty() {
         other.push(ChromiumNode { kind: "folder".into(), name: "Bookmarks menu".into(), url: None, children: menu });
     }
     let mut roots = BTreeMap::new();
-    roots.insert("bookmark_bar".to_owned(), folder("Bookmarks bar", children(tree, &ItemId::TOOLBAR, 1)));
+    roots.insert("bookmark_bar".to_owned(), folder("Bookmarks bar", children(file.children(&ItemId::TOOLBAR))));
     roots.insert("other".to_owned(), folder("Other bookmarks", other));
-    roots.insert("synced".to_owned(), folder("Mobile bookmarks", children(tree, &ItemId::MOBILE, 1)));
+    roots.insert("synced".to_owned(), folder("Mobile bookmarks", children(file.children(&ItemId::MOBILE))));
     serde_json::to_string_pretty(&ChromiumFile { roots, version: 1 }).unwrap_or_default()
 }
 
@@ -508,7 +643,7 @@ pub fn export_chromium_json(tree: &BookmarkTree) -> String {
 
 impl<R: CryptoRngCore> Edit<'_, R> {
     /// Adds parsed bookmarks, reusing folders and skipping duplicates.
-    pub fn import_bookmarks(&mut self, imported: &ImportedBookmarks) -> Result<ImportReport, ModelError> {
+    pub fn import_bookmarks(&mut self, imported: &BookmarkFile) -> Result<ImportReport, ModelError> {
         let tree = self.tree().clone();
         let mut report = ImportReport::default();
         // The last position used under each parent, so bulk adds need no tree rebuild.
@@ -525,7 +660,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         tree: &BookmarkTree,
         parent: ItemId,
         existed: bool,
-        nodes: &[ImportNode],
+        nodes: &[FileNode],
         last: &mut BTreeMap<ItemId, Option<Position>>,
         report: &mut ImportReport,
         depth: usize,
@@ -543,7 +678,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         };
         for node in nodes {
             match node {
-                ImportNode::Folder { title, children } => {
+                FileNode::Folder { title, children } => {
                     let found = existing.iter().find(|n| n.kind == NodeKind::Folder && n.title == *title).map(|n| n.id);
                     let (id, existed) = match found {
                         Some(id) => (id, true),
@@ -557,7 +692,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
                     };
                     self.import_into(tree, id, existed, children, last, report, depth.saturating_add(1))?;
                 }
-                ImportNode::Bookmark { title, url } => {
+                FileNode::Bookmark { title, url } => {
                     let duplicate = existing.iter().any(|n| {
                         n.kind == NodeKind::Bookmark && n.title == *title && n.url.as_deref() == Some(url.as_str())
                     });
@@ -571,13 +706,13 @@ impl<R: CryptoRngCore> Edit<'_, R> {
                     report.bookmarks_added = report.bookmarks_added.saturating_add(1);
                 }
                 // Separators cannot be matched; add them only where the folder held nothing before.
-                ImportNode::Separator if existing.is_empty() => {
+                FileNode::Separator if existing.is_empty() => {
                     let id = self.new_id();
                     let position = next_position(last)?;
                     self.add_bookmark_at(id, parent, position, NodeKind::Separator, "", None)?;
                     report.bookmarks_added = report.bookmarks_added.saturating_add(1);
                 }
-                ImportNode::Separator => report.duplicates_skipped = report.duplicates_skipped.saturating_add(1),
+                FileNode::Separator => report.duplicates_skipped = report.duplicates_skipped.saturating_add(1),
             }
         }
         Ok(())
@@ -588,9 +723,10 @@ impl<R: CryptoRngCore> Edit<'_, R> {
 // Password CSV
 // ---------------------------------------------------------------------------------------------
 
-/// One login read from a CSV file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImportedLogin {
+/// One login as a password CSV file carries it: read by an import, written by an export.
+/// Holds a password in the clear, so it is wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct PasswordRow {
     /// Site.
     pub origin: String,
     /// User name.
@@ -604,7 +740,7 @@ pub struct ImportedLogin {
 /// Parses password CSV in the Chrome (`name,url,username,password,note`), Firefox
 /// (`url,username,password,httpRealm,…`) or Bitwarden (`folder,favorite,type,name,notes,…,
 /// login_uri,login_username,login_password,…`) layout, told apart by the header.
-pub fn parse_password_csv(text: &str) -> Result<Vec<ImportedLogin>, ImportError> {
+pub fn parse_password_csv(text: &str) -> Result<Vec<PasswordRow>, ImportError> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
     let csv_error = |e: csv::Error| {
         let (line, column) = e.position().map_or((0, 0), |p| (usize::try_from(p.line()).unwrap_or(0), 0));
@@ -640,7 +776,7 @@ pub fn parse_password_csv(text: &str) -> Result<Vec<ImportedLogin>, ImportError>
                 message: "login without a URL".into(),
             });
         }
-        out.push(ImportedLogin {
+        out.push(PasswordRow {
             origin,
             username: field(Some(user_col)),
             password: field(Some(pass_col)),
@@ -653,7 +789,7 @@ pub fn parse_password_csv(text: &str) -> Result<Vec<ImportedLogin>, ImportError>
 impl<R: CryptoRngCore> Edit<'_, R> {
     /// Adds parsed logins: a login with the origin and user name of an existing entry updates
     /// its password if different, else is skipped.
-    pub fn import_passwords(&mut self, logins: &[ImportedLogin]) -> Result<ImportReport, ModelError> {
+    pub fn import_passwords(&mut self, logins: &[PasswordRow]) -> Result<ImportReport, ModelError> {
         let mut report = ImportReport::default();
         let mut existing: BTreeMap<(String, String), ItemId> =
             self.state.passwords().into_iter().map(|p| ((p.origin, p.username), p.id)).collect();
@@ -680,22 +816,83 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     }
 }
 
-/// Writes every password entry as CSV in Chrome's layout (`name,url,username,password,note`).
-/// Needs the vault unlocked.
-pub fn export_password_csv(state: &BrowserState) -> Result<String, ModelError> {
+impl core::fmt::Debug for PasswordRow {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PasswordRow")
+            .field("origin", &self.origin)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("notes", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Every password entry, decrypted, in the form an export writes. Needs the vault unlocked.
+pub fn password_rows(state: &BrowserState) -> Result<Vec<PasswordRow>, ModelError> {
+    state
+        .passwords()
+        .into_iter()
+        .map(|entry| {
+            Ok(PasswordRow {
+                password: state.reveal_password_field(&entry.id, "password")?,
+                notes: state.reveal_password_field(&entry.id, "notes")?,
+                origin: entry.origin,
+                username: entry.username,
+            })
+        })
+        .collect()
+}
+
+/// The encoding that carries password rows between the package's two `.wasm` modules: format
+/// byte `0xc1`, a `u32` row count, and per row its origin, user name, password and notes, each
+/// `u32`-prefixed. It holds passwords in the clear, so it is wiped when dropped.
+pub fn encode_password_rows(rows: &[PasswordRow]) -> Zeroizing<Vec<u8>> {
+    let mut w = Writer::default();
+    w.u8(PASSWORD_ROWS_FORMAT).u32(u32::try_from(rows.len()).unwrap_or(u32::MAX));
+    for row in rows {
+        for field in [&row.origin, &row.username, &row.password, &row.notes] {
+            w.bytes_u32(field.as_bytes());
+        }
+    }
+    Zeroizing::new(w.into_bytes())
+}
+
+/// Decodes [`encode_password_rows`]'s bytes, refusing any count or length beyond the bytes given.
+pub fn decode_password_rows(bytes: &[u8]) -> Result<Vec<PasswordRow>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    r.format("password rows", PASSWORD_ROWS_FORMAT)?;
+    let count = r.u32("password row count")?;
+    // A row takes at least its four length prefixes.
+    r.check_len(u64::from(count).saturating_mul(16), MAX_FILE_STRING.into(), "password row count")?;
+    let mut string = |what| {
+        let bytes = r.bytes_u32(MAX_FILE_STRING, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { what })
+    };
+    let mut rows = Vec::new();
+    for _ in 0..count {
+        rows.push(PasswordRow {
+            origin: string("password row origin")?,
+            username: string("password row user name")?,
+            password: string("password row password")?,
+            notes: string("password row notes")?,
+        });
+    }
+    r.finish("password rows")?;
+    Ok(rows)
+}
+
+/// Writes password rows as CSV in Chrome's layout (`name,url,username,password,note`).
+pub fn export_password_csv(rows: &[PasswordRow]) -> Result<String, ImportError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let io =
-        |e: csv::Error| ModelError::Invalid(crate::error::DecodeError::NonCanonical { what: "csv", reason: leak(e) });
+        |e: csv::Error| ImportError::Malformed { format: "password CSV", line: 0, column: 0, message: leak(e).into() };
     writer.write_record(["name", "url", "username", "password", "note"]).map_err(io)?;
-    for entry in state.passwords() {
-        let password = state.reveal_password_field(&entry.id, "password")?;
-        let notes = state.reveal_password_field(&entry.id, "notes")?;
-        let name =
-            entry.origin.split("://").nth(1).unwrap_or(&entry.origin).split('/').next().unwrap_or_default().to_owned();
-        writer.write_record([name.as_str(), &entry.origin, &entry.username, &password, &notes]).map_err(io)?;
+    for row in rows {
+        let name = row.origin.split("://").nth(1).unwrap_or(&row.origin).split('/').next().unwrap_or_default();
+        writer.write_record([name, &row.origin, &row.username, &row.password, &row.notes]).map_err(io)?;
     }
     let bytes = writer.into_inner().map_err(|e| io(e.into_error().into()))?;
-    String::from_utf8(bytes).map_err(|_| ModelError::Invalid(crate::error::DecodeError::InvalidUtf8 { what: "csv" }))
+    String::from_utf8(bytes).map_err(|_| io(csv::Error::from(std::io::Error::other("invalid UTF-8"))))
 }
 
 /// Writing CSV to memory only fails on invalid UTF-8, which cannot occur here; name it statically.

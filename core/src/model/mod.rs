@@ -276,7 +276,7 @@ pub fn session_client(author: &DeviceId, nonce: &[u8; 16]) -> u64 {
 
 /// The root map a device writes into.
 pub fn author_map(author: &DeviceId) -> String {
-    format!("a:{}", data_encoding::HEXLOWER.encode(author.as_bytes()))
+    format!("a:{}", crate::text::hex(author.as_bytes()))
 }
 
 struct Held {

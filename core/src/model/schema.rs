@@ -107,9 +107,8 @@ impl ItemId {
         if let Some((name, _)) = ROOT_NAMES.iter().find(|(_, n)| *self == Self::root(*n)) {
             return ItemIdText { buf, root: Some(name) };
         }
-        // 16 bytes are exactly 26 characters (`encode_len`), as `encode_mut` requires.
-        data_encoding::BASE32_NOPAD.encode_mut(&self.0, &mut buf);
-        buf.make_ascii_lowercase();
+        // 16 bytes are exactly 26 characters, the buffer's size: encoding cannot fail.
+        let _ = crate::text::base32_lower_into(&self.0, &mut buf);
         ItemIdText { buf, root: None }
     }
 
@@ -144,13 +143,12 @@ impl FromStr for ItemId {
             return Ok(Self::root(*n));
         }
         let error = || ItemIdError(s.chars().take(40).collect());
-        // Exactly 26 characters decode to exactly 16 bytes, checked before `decode_mut` (which
-        // needs the output sized to `decode_len`); either case is accepted.
+        // Exactly 26 characters decode to exactly 16 bytes; either case is accepted.
         if s.len() != ITEM_ID_TEXT_LEN {
             return Err(error());
         }
         let mut bytes = [0u8; 16];
-        data_encoding::BASE32_NOPAD_NOCASE.decode_mut(s.as_bytes(), &mut bytes).map_err(|_| error())?;
+        crate::text::base32_decode_into(s.as_bytes(), &mut bytes).ok_or_else(error)?;
         Ok(Self(bytes))
     }
 }
@@ -184,7 +182,7 @@ pub(crate) mod path {
         item("w", id, field)
     }
     pub(crate) fn device_layout(device: &DeviceId) -> String {
-        format!("d/{}/layout", data_encoding::HEXLOWER.encode(device.as_bytes()))
+        format!("d/{}/layout", crate::text::hex(device.as_bytes()))
     }
 
     /// Splits `kind/id/field`.
@@ -355,7 +353,7 @@ mod tests {
             let id = ItemId::random(&mut rng);
             let text = id.to_string();
             assert_eq!(text.len(), ITEM_ID_TEXT_LEN);
-            assert_eq!(text, data_encoding::BASE32_NOPAD.encode(id.as_bytes()).to_ascii_lowercase());
+            assert_eq!(text, crate::text::base32_upper(id.as_bytes()).to_ascii_lowercase());
             assert_eq!(text.parse::<ItemId>(), Ok(id));
             assert_eq!(text.to_ascii_uppercase().parse::<ItemId>(), Ok(id));
             assert_eq!(path::bookmark(&id, "title"), format!("b/{text}/title"));

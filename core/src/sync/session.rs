@@ -156,7 +156,7 @@ impl PairingCode {
         raw.extend_from_slice(&self.secret);
         let sum = Hash::digest(context::PAIRING, &[b"checksum", &raw]);
         raw.extend_from_slice(sum.as_bytes().get(..2).unwrap_or(&[0, 0]));
-        let text = data_encoding::BASE32_NOPAD.encode(&raw);
+        let text = crate::text::base32_upper(&raw);
         let groups: Vec<String> = text.as_bytes().chunks(7).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
         format!("{CODE_PREFIX}-{}", groups.join("-"))
     }
@@ -165,7 +165,7 @@ impl PairingCode {
     pub fn parse(text: &str) -> Result<Self, PairingCodeError> {
         let clean: String = text.chars().filter(|c| !matches!(c, '-' | ' ')).collect::<String>().to_ascii_uppercase();
         let body = clean.strip_prefix(CODE_PREFIX).ok_or(PairingCodeError::Malformed)?;
-        let raw = data_encoding::BASE32_NOPAD.decode(body.as_bytes()).map_err(|_| PairingCodeError::Malformed)?;
+        let raw = crate::text::base32_upper_decode(body.as_bytes()).ok_or(PairingCodeError::Malformed)?;
         if raw.len() != 26 {
             return Err(PairingCodeError::Malformed);
         }

@@ -43,7 +43,7 @@ impl RecordKey {
             "registry" => Some(RecordKey::Registry),
             _ => {
                 let hex = text.strip_prefix("e:")?;
-                let bytes: [u8; 32] = data_encoding::HEXLOWER.decode(hex.as_bytes()).ok()?.try_into().ok()?;
+                let bytes = crate::text::hex_32(hex)?;
                 Some(RecordKey::Envelope(EnvelopeId(Hash::from_bytes(bytes))))
             }
         }
