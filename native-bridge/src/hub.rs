@@ -82,9 +82,17 @@ impl Hub {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Resolves when the set of local topics changes (so discovery re-announces).
+    /// Resolves when the set of local topics changes (so discovery re-announces), including a
+    /// change made while nobody was waiting: discovery's loop awaits this only between sends,
+    /// and a change it missed would never be announced.
     pub async fn topics_changed(&self) {
         self.changed.notified().await;
+    }
+
+    /// Wakes `topics_changed`. `notify_one` keeps a permit when nobody waits (several changes
+    /// before the next wait coalesce into one); `notify_waiters` would drop it.
+    fn topics_did_change(&self) {
+        self.changed.notify_one();
     }
 
     /// `(local, remote)` endpoint counts.
@@ -144,7 +152,7 @@ impl Hub {
             let _ = outbox.try_send(signal);
         }
         self.advertise();
-        self.changed.notify_waiters();
+        self.topics_did_change();
         Ok(())
     }
 
@@ -161,7 +169,7 @@ impl Hub {
             let _ = o.try_send(Signal::PeerLeft { endpoint: endpoint.to_owned() });
         }
         self.advertise();
-        self.changed.notify_waiters();
+        self.topics_did_change();
     }
 
     /// A signal from local endpoint `from` to `to`.
@@ -263,4 +271,25 @@ impl Hub {
 
 fn advertised(s: &State) -> Vec<(String, Vec<String>)> {
     s.local.iter().map(|(e, l)| (e.clone(), l.topics.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flake this fixes: `pair code` on one machine while its discovery loop was sending a
+    /// packet (not waiting) left the pairing topic unannounced, and the test timed out waiting for
+    /// a pairing request (seen once in CI, under load).
+    #[tokio::test]
+    async fn a_topic_change_while_nobody_waits_is_not_lost() {
+        let hub = Hub::default();
+        let (outbox, _inbox) = mpsc::channel(8);
+        assert!(hub.join("endpoint", vec!["topic".into()], outbox).is_ok());
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(5), hub.topics_changed()).await;
+        assert!(woke.is_ok(), "a change made before anyone waited must still wake the next wait");
+        hub.leave("endpoint");
+        hub.leave("never joined");
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(5), hub.topics_changed()).await;
+        assert!(woke.is_ok());
+    }
 }
