@@ -142,6 +142,7 @@ try {
     );
     results.load[lib] = r;
     log(`  ${lib.padEnd(9)} loaded in ${r.ms.toFixed(0)} ms; stored ${r.stored.bytes} bytes in ${r.stored.records} records; memory ${JSON.stringify(r.memory)}`);
+    if (r.phases) log(`            where: ${Object.entries(r.phases).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(', ')}`);
   }
   for (let round = 0; want('profile') && round < ROUNDS; round += 1) {
     for (let k = 0; k < LIBS.length; k += 1) {

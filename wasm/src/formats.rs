@@ -38,14 +38,15 @@ pub(crate) enum BookmarkFormat {
     ChromiumJson,
 }
 
-/// What the module threw: a string is a file it refused (its message names the place), anything
-/// else a module that did not load.
+/// What the module threw: a string is a file it refused (its message names the place); anything
+/// else is the module itself failing — not fetched or not compiled (offline, a file missing), or
+/// trapped.
 fn thrown(e: JsValue) -> JsValue {
     match e.as_string() {
         Some(message) => error::js_error("KathonInputError", "import", &message),
         None => {
             let detail = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
-            error::state("unavailable", &format!("the import/export module could not be loaded: {detail}"))
+            error::state("unavailable", &format!("the import/export module could not be loaded or failed: {detail}"))
         }
     }
 }
