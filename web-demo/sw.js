@@ -2,9 +2,10 @@
 // from the cache when the bridge (which serves them) is not running. Network first, so an
 // updated page is picked up as soon as it is reachable.
 const CACHE = 'kathon-demo-v2';
-// The import/export module is cached too, so a file can be imported offline; the package's
-// snippet that loads it sits under a hashed path and is cached by the fetch handler below.
-const SHELL = ['./', 'index.html', 'app.js', 'style.css', 'qrcode.mjs', 'kathon_wasm.js', 'kathon_wasm_bg.wasm', 'kathon_formats.js', 'kathon_formats_bg.wasm'];
+// The import/export module is kept too, so a file can be imported offline. `cargo xtask
+// build-demo` writes the package's snippets (which the store's module imports, under a path
+// with a hash in it) where the marker is.
+const SHELL = [/* the package's snippets */ './', 'index.html', 'app.js', 'style.css', 'qrcode.mjs', 'kathon_wasm.js', 'kathon_wasm_bg.wasm', 'kathon_formats.js', 'kathon_formats_bg.wasm'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));

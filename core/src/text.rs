@@ -5,7 +5,8 @@
 //! bytes are secrets (a pairing code carries one), and their code is a fraction of a general
 //! codec's in the browser's `.wasm`. Decoding accepts only **canonical** text: base32 whose
 //! unused trailing bits are not zero would be a second spelling of the same bytes, so the decoded
-//! bytes are encoded again and compared.
+//! bytes are encoded again and compared. Hex is read in either case only where people type it
+//! ([`hex_32`]); keys this code wrote are read back in the one case it writes.
 
 use base32ct::{Base32Unpadded, Base32UpperUnpadded, Encoding};
 
@@ -52,10 +53,17 @@ pub fn hex(bytes: &[u8]) -> String {
     base16ct::lower::encode_string(bytes)
 }
 
-/// Exactly 32 bytes from 64 hex digits of either case.
+/// Exactly 32 bytes from 64 hex digits of either case (what people type or paste).
 pub fn hex_32(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     (base16ct::mixed::decode(text, &mut out).ok()?.len() == 32).then_some(out)
+}
+
+/// Exactly 32 bytes from 64 lower-case hex digits: the one spelling [`hex`] writes, for keys
+/// this code wrote itself (a second spelling would be a second key for the same record).
+pub(crate) fn hex_32_lower(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    (base16ct::lower::decode(text, &mut out).ok()?.len() == 32).then_some(out)
 }
 
 #[cfg(test)]
@@ -99,5 +107,7 @@ mod tests {
         assert_eq!(hex_32(&text[..62]), None);
         assert_eq!(hex_32(&format!("{text}00")), None);
         assert_eq!(hex_32(&text.replace('a', "g")), None);
+        assert_eq!(hex_32_lower(&text), Some(bytes));
+        assert_eq!(hex_32_lower(&text.to_ascii_uppercase()), None);
     }
 }

@@ -17,9 +17,9 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use common::{Fixture, T0};
 use kathon_core::error::DecodeError;
 use kathon_core::model::import::{
-    BookmarkFile, FileNode, ImportError, MAX_FILE_NODES, PasswordRow, decode_password_rows, encode_password_rows,
-    export_chromium_json, export_netscape, export_password_csv, parse_chromium_json, parse_netscape,
-    parse_password_csv, password_rows,
+    BookmarkFile, FileNode, ImportError, MAX_EXPORT_DEPTH, MAX_FILE_NODES, PasswordRow, decode_password_rows,
+    encode_password_rows, export_chromium_json, export_netscape, export_password_csv, parse_chromium_json,
+    parse_netscape, parse_password_csv, password_rows,
 };
 use kathon_core::model::schema::{ItemId, NodeKind};
 use kathon_core::model::vault::VaultKey;
@@ -309,4 +309,40 @@ fn an_export_of_every_root_parses_back_into_the_same_file() {
     let file = file_of(a.state.bookmarks());
     assert_eq!(file.roots.iter().map(|(r, _)| *r).collect::<Vec<_>>(), ItemId::ROOTS);
     assert_eq!(normalize(&parse_netscape(&export_netscape(&file)).unwrap()), normalize(&file));
+}
+
+#[test]
+fn an_export_of_a_tree_deeper_than_the_importers_accept_parses_back() {
+    let fx = Fixture::new(307, 1);
+    let mut a = fx.replica(0, 1);
+    a.state
+        .transact(T0, &mut a.rng, |e| {
+            for root in [ItemId::TOOLBAR, ItemId::MENU, ItemId::OTHER] {
+                let mut parent = root;
+                for level in 0..70 {
+                    parent = e.add_bookmark(parent, None, NodeKind::Folder, &format!("level {level}"), None)?;
+                }
+                e.add_bookmark(parent, None, NodeKind::Bookmark, "deepest", Some("https://deep.example/"))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Folders nested: 1 for a root's folder with nothing below it.
+    fn depth(nodes: &[FileNode]) -> usize {
+        nodes
+            .iter()
+            .map(|n| if let FileNode::Folder { children, .. } = n { 1 + depth(children) } else { 0 })
+            .max()
+            .unwrap_or(0)
+    }
+    let file = file_of(a.state.bookmarks());
+    assert_eq!(depth(file.children(&ItemId::TOOLBAR)), MAX_EXPORT_DEPTH);
+    let html = parse_netscape(&export_netscape(&file)).unwrap();
+    let json = parse_chromium_json(&export_chromium_json(&file)).unwrap();
+    for root in [ItemId::TOOLBAR, ItemId::MENU, ItemId::OTHER] {
+        assert_eq!(depth(html.children(&root)), MAX_EXPORT_DEPTH, "HTML, {root}");
+    }
+    assert_eq!(depth(json.children(&ItemId::TOOLBAR)), MAX_EXPORT_DEPTH);
+    // Chromium's file has no menu: it is a folder in "other", one level deeper.
+    assert_eq!(depth(json.children(&ItemId::OTHER)), MAX_EXPORT_DEPTH + 1);
 }

@@ -38,23 +38,37 @@ pub(crate) enum BookmarkFormat {
     ChromiumJson,
 }
 
-/// What the module threw: a string is a file it refused (its message names the place); anything
-/// else is the module itself failing — not fetched or not compiled (offline, a file missing), or
-/// trapped.
-fn thrown(e: JsValue) -> JsValue {
+/// A file that cannot be imported: `KathonInputError` code `import`, the place in the message.
+fn refused_file(message: &str) -> JsValue {
+    error::js_error("KathonInputError", "import", message)
+}
+
+/// The module itself failing: not fetched or not compiled (offline, a file missing), trapped, or
+/// refusing what this module sent it (a stale copy of another version).
+fn unavailable(detail: &str) -> JsValue {
+    error::state("unavailable", &format!("the import/export module could not be loaded or failed: {detail}"))
+}
+
+/// What the module threw while parsing: a string is a file it refused (its message names the
+/// place); anything else is the module failing.
+fn thrown_parsing(e: JsValue) -> JsValue {
     match e.as_string() {
-        Some(message) => error::js_error("KathonInputError", "import", &message),
-        None => {
-            let detail = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
-            error::state("unavailable", &format!("the import/export module could not be loaded or failed: {detail}"))
-        }
+        Some(message) => refused_file(&message),
+        None => thrown_writing(e),
+    }
+}
+
+/// What the module threw while writing what this module encoded: never the user's file.
+fn thrown_writing(e: JsValue) -> JsValue {
+    match e.as_string() {
+        Some(message) => unavailable(&message),
+        None => unavailable(&e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default()),
     }
 }
 
 /// The bytes the module returned, copied out (wiped when dropped: password rows are secrets).
 fn returned_bytes(value: &JsValue) -> Result<Zeroizing<Vec<u8>>, JsValue> {
-    let array =
-        value.dyn_ref::<Uint8Array>().ok_or_else(|| error::input("the import/export module returned no bytes"))?;
+    let array = value.dyn_ref::<Uint8Array>().ok_or_else(|| unavailable("it returned no bytes"))?;
     let mut bytes = Zeroizing::new(vec![0u8; usize::try_from(array.length()).unwrap_or_default()]);
     array.copy_to(&mut bytes);
     array.fill(0, 0, array.length());
@@ -67,14 +81,15 @@ pub(crate) async fn parse_bookmarks(format: BookmarkFormat, text: &JsString) -> 
         BookmarkFormat::Html => parse_bookmarks_html_js(text).await,
         BookmarkFormat::ChromiumJson => parse_chromium_bookmarks_js(text).await,
     }
-    .map_err(thrown)?;
-    BookmarkFile::decode(&returned_bytes(&encoded)?).map_err(|e| error::input(&e.to_string()))
+    .map_err(thrown_parsing)?;
+    // Beyond the caps (more than a million nodes, say): the file is refused, as one too large.
+    BookmarkFile::decode(&returned_bytes(&encoded)?).map_err(|e| refused_file(&e.to_string()))
 }
 
 /// Parses password CSV into rows.
 pub(crate) async fn parse_passwords(text: &JsString) -> Result<Vec<PasswordRow>, JsValue> {
-    let encoded = parse_passwords_csv_js(text).await.map_err(thrown)?;
-    import::decode_password_rows(&returned_bytes(&encoded)?).map_err(|e| error::input(&e.to_string()))
+    let encoded = parse_passwords_csv_js(text).await.map_err(thrown_parsing)?;
+    import::decode_password_rows(&returned_bytes(&encoded)?).map_err(|e| refused_file(&e.to_string()))
 }
 
 /// Writes bookmarks as a file; the text stays a JS string (never copied into this module).
@@ -84,11 +99,11 @@ pub(crate) async fn write_bookmarks(format: BookmarkFormat, file: &BookmarkFile)
         BookmarkFormat::Html => write_bookmarks_html_js(&encoded).await,
         BookmarkFormat::ChromiumJson => write_chromium_bookmarks_js(&encoded).await,
     }
-    .map_err(thrown)
+    .map_err(thrown_writing)
 }
 
 /// Writes password rows as CSV.
 pub(crate) async fn write_passwords(rows: &[PasswordRow]) -> Result<JsValue, JsValue> {
     let encoded = Uint8Array::from(import::encode_password_rows(rows).as_slice());
-    write_passwords_csv_js(&encoded).await.map_err(thrown)
+    write_passwords_csv_js(&encoded).await.map_err(thrown_writing)
 }

@@ -279,6 +279,17 @@ fn build_pkg_with(runner: &mut Runner, keep_names: bool) -> Result<(), TaskError
     let modules = build_wasm(runner)?;
     let pkg = root().join("pkg");
     runner.step("wasm-bindgen: web target into pkg/, bundler target into pkg/bundler/", || {
+        // Start clean: a stale snippet folder (its name carries a hash) or a file an older build
+        // wrote would be packed with the package. Only package.json and README.md are kept.
+        for entry in std::fs::read_dir(&pkg).map_err(|e| TaskError::io(&pkg, e))? {
+            let path = entry.map_err(|e| TaskError::io(&pkg, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name == "snippets" || name == "bundler" {
+                std::fs::remove_dir_all(&path).map_err(|e| TaskError::io(&path, e))?;
+            } else if [".js", ".wasm", ".d.ts"].iter().any(|ext| name.ends_with(ext)) {
+                std::fs::remove_file(&path).map_err(|e| TaskError::io(&path, e))?;
+            }
+        }
         for wasm in &modules {
             for (target, dir) in [("web", pkg.clone()), ("bundler", pkg.join("bundler"))] {
                 let names: &[&str] = if keep_names { &[] } else { &["--remove-name-section"] };
@@ -320,7 +331,6 @@ fn build_demo(runner: &mut Runner) -> Result<(), TaskError> {
             ("web-demo/index.html", "index.html"),
             ("web-demo/app.js", "app.js"),
             ("web-demo/style.css", "style.css"),
-            ("web-demo/sw.js", "sw.js"),
             ("web-demo/node_modules/qrcode-generator/dist/qrcode.mjs", "qrcode.mjs"),
             ("pkg/kathon_wasm.js", "kathon_wasm.js"),
             ("pkg/kathon_wasm_bg.wasm", "kathon_wasm_bg.wasm"),
@@ -331,8 +341,22 @@ fn build_demo(runner: &mut Runner) -> Result<(), TaskError> {
             let from = root.join(from);
             std::fs::copy(&from, site.join(to)).map_err(|e| TaskError::io(&from, e))?;
         }
-        // The package's JS snippets (the loader of the import/export module).
-        util::copy_dir(&root.join("pkg/snippets"), &site.join("snippets"))?;
+        // The package's JS snippets (the loader of the import/export module), under a path with
+        // a hash in it: the service worker's list of files to keep offline names them.
+        let snippets = site.join("snippets");
+        if snippets.exists() {
+            std::fs::remove_dir_all(&snippets).map_err(|e| TaskError::io(&snippets, e))?;
+        }
+        let copied = util::copy_dir(&root.join("pkg/snippets"), &snippets)?;
+        let listed: String = copied.iter().map(|p| format!("'snippets/{}', ", p.display())).collect();
+        let sw = root.join("web-demo/sw.js");
+        let text = std::fs::read_to_string(&sw).map_err(|e| TaskError::io(&sw, e))?;
+        let marker = "/* the package's snippets */";
+        if !text.contains(marker) {
+            return Err(TaskError::msg(format!("{} lacks the marker {marker}", sw.display())));
+        }
+        let out = site.join("sw.js");
+        std::fs::write(&out, text.replace(marker, &listed)).map_err(|e| TaskError::io(&out, e))?;
         println!("    {}", site.display());
         Ok(())
     })

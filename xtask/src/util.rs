@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -143,19 +143,27 @@ pub(crate) fn have(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
-/// Copies the directory `from` into `to`, recursively (what is already in `to` stays).
-pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<(), TaskError> {
+/// Copies the directory `from` into `to`, recursively (what is already in `to` stays); returns
+/// the files copied, relative to `from`, in a stable order.
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<Vec<PathBuf>, TaskError> {
     std::fs::create_dir_all(to).map_err(|e| TaskError::io(to, e))?;
-    for entry in std::fs::read_dir(from).map_err(|e| TaskError::io(from, e))? {
-        let entry = entry.map_err(|e| TaskError::io(from, e))?;
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .map_err(|e| TaskError::io(from, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TaskError::io(from, e))?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    let mut copied = Vec::new();
+    for entry in entries {
         let (source, target) = (entry.path(), to.join(entry.file_name()));
         if entry.file_type().map_err(|e| TaskError::io(&source, e))?.is_dir() {
-            copy_dir(&source, &target)?;
+            let inner = copy_dir(&source, &target)?;
+            copied.extend(inner.into_iter().map(|p| PathBuf::from(entry.file_name()).join(p)));
         } else {
             std::fs::copy(&source, &target).map_err(|e| TaskError::io(&source, e))?;
+            copied.push(PathBuf::from(entry.file_name()));
         }
     }
-    Ok(())
+    Ok(copied)
 }
 
 /// The module names of a wasm binary's imports.

@@ -100,6 +100,11 @@ const BOOKMARK_FILE_FORMAT: u8 = 0xb1;
 const PASSWORD_ROWS_FORMAT: u8 = 0xc1;
 /// Longest string in either encoding: no file holds more.
 const MAX_FILE_STRING: u32 = MAX_IMPORT_LEN as u32;
+/// Deepest folder an export writes (a root's children are at depth 1), so that every export
+/// parses back: the Netscape file nests the toolbar's list one level deeper than its folders,
+/// and Chromium's file nests the menu inside a "Bookmarks menu" folder while its JSON takes two
+/// containers per folder (an object and its `children` array) under a reader's limit of 128.
+pub const MAX_EXPORT_DEPTH: usize = MAX_DEPTH - 3;
 /// Most nodes an encoded [`BookmarkFile`] may hold (folders, bookmarks and separators): 200
 /// times a large real profile, and a bound on what decoding it may allocate.
 pub const MAX_FILE_NODES: u64 = 1_000_000;
@@ -108,8 +113,9 @@ const BOOKMARK: u8 = 1;
 const SEPARATOR: u8 = 2;
 
 impl BookmarkFile {
-    /// The replica's bookmarks in this form, every root in [`ItemId::ROOTS`] order (folders
-    /// nested deeper than 64 are written empty, as the importers refuse deeper ones).
+    /// The replica's bookmarks in this form, every root in [`ItemId::ROOTS`] order. Folders
+    /// nested deeper than [`MAX_EXPORT_DEPTH`] are written empty, so that every export parses
+    /// back with the importers' 64-level cap.
     pub fn from_tree(tree: &BookmarkTree) -> Self {
         fn nodes(tree: &BookmarkTree, parent: &ItemId, depth: usize) -> Vec<FileNode> {
             let node = |id: &ItemId| {
@@ -117,7 +123,11 @@ impl BookmarkFile {
                 Some(match n.kind {
                     NodeKind::Folder => FileNode::Folder {
                         title: n.title.clone(),
-                        children: if depth < MAX_DEPTH { nodes(tree, id, depth.saturating_add(1)) } else { Vec::new() },
+                        children: if depth < MAX_EXPORT_DEPTH {
+                            nodes(tree, id, depth.saturating_add(1))
+                        } else {
+                            Vec::new()
+                        },
                     },
                     NodeKind::Bookmark => {
                         FileNode::Bookmark { title: n.title.clone(), url: n.url.clone().unwrap_or_default() }
@@ -172,7 +182,7 @@ impl BookmarkFile {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         fn string(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
             let bytes = r.bytes_u32(MAX_FILE_STRING, what)?;
-            String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { what })
+            core::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { what })
         }
         // `left`: how many more nodes the whole file may hold.
         fn nodes(r: &mut Reader<'_>, depth: usize, left: &mut u64) -> Result<Vec<FileNode>, DecodeError> {
@@ -847,7 +857,13 @@ pub fn password_rows(state: &BrowserState) -> Result<Vec<PasswordRow>, ModelErro
 /// byte `0xc1`, a `u32` row count, and per row its origin, user name, password and notes, each
 /// `u32`-prefixed. It holds passwords in the clear, so it is wiped when dropped.
 pub fn encode_password_rows(rows: &[PasswordRow]) -> Zeroizing<Vec<u8>> {
-    let mut w = Writer::default();
+    // Sized exactly: a buffer that grew would leave unwiped copies behind.
+    let len = rows.iter().fold(5usize, |n, r| {
+        [&r.origin, &r.username, &r.password, &r.notes]
+            .iter()
+            .fold(n, |n, f| n.saturating_add(4).saturating_add(f.len()))
+    });
+    let mut w = Writer::with_capacity(len);
     w.u8(PASSWORD_ROWS_FORMAT).u32(u32::try_from(rows.len()).unwrap_or(u32::MAX));
     for row in rows {
         for field in [&row.origin, &row.username, &row.password, &row.notes] {
@@ -866,7 +882,8 @@ pub fn decode_password_rows(bytes: &[u8]) -> Result<Vec<PasswordRow>, DecodeErro
     r.check_len(u64::from(count).saturating_mul(16), MAX_FILE_STRING.into(), "password row count")?;
     let mut string = |what| {
         let bytes = r.bytes_u32(MAX_FILE_STRING, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { what })
+        // Checked before copying: a copy that failed would be freed unwiped.
+        core::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { what })
     };
     let mut rows = Vec::new();
     for _ in 0..count {
@@ -882,8 +899,16 @@ pub fn decode_password_rows(bytes: &[u8]) -> Result<Vec<PasswordRow>, DecodeErro
 }
 
 /// Writes password rows as CSV in Chrome's layout (`name,url,username,password,note`).
+///
+/// The output is reserved at its largest possible size (every byte a doubled quote) so it never
+/// reallocates and leaves no copy of the passwords behind; the CSV writer's own small buffer is
+/// the library's and is not wiped.
 pub fn export_password_csv(rows: &[PasswordRow]) -> Result<String, ImportError> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
+    let most = rows.iter().fold(64usize, |n, r| {
+        let fields = r.origin.len().saturating_mul(2).saturating_add(r.username.len()).saturating_add(r.password.len());
+        n.saturating_add(fields.saturating_add(r.notes.len()).saturating_mul(2).saturating_add(16))
+    });
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(most));
     let io =
         |e: csv::Error| ImportError::Malformed { format: "password CSV", line: 0, column: 0, message: leak(e).into() };
     writer.write_record(["name", "url", "username", "password", "note"]).map_err(io)?;

@@ -43,7 +43,7 @@ impl RecordKey {
             "registry" => Some(RecordKey::Registry),
             _ => {
                 let hex = text.strip_prefix("e:")?;
-                let bytes = crate::text::hex_32(hex)?;
+                let bytes = crate::text::hex_32_lower(hex)?;
                 Some(RecordKey::Envelope(EnvelopeId(Hash::from_bytes(bytes))))
             }
         }

@@ -13,8 +13,9 @@
 //! parse is refused here with its line and column, as a thrown string the main module turns into
 //! its `KathonInputError`.
 //!
-//! Password rows carry secrets in the clear, so every buffer that holds them in this module's
-//! memory is wiped before it is freed.
+//! Password rows carry secrets in the clear, so the buffers this code holds them in — the CSV
+//! text's copy, the rows, their encoding, the CSV written — are wiped before they are freed (the
+//! CSV library's own small buffers are not: they are the library's).
 
 use js_sys::{JsString, Uint8Array};
 use kathon_core::model::import::{self, BookmarkFile, ImportError};
@@ -43,8 +44,10 @@ pub fn parse_chromium_bookmarks(text: &str) -> Result<Uint8Array, String> {
 
 /// Password CSV (Chrome, Firefox or Bitwarden layout) as encoded password rows.
 #[wasm_bindgen(js_name = parsePasswordsCsv)]
-pub fn parse_passwords_csv(text: &str) -> Result<Uint8Array, String> {
-    let rows = import::parse_password_csv(text).map_err(|e| e.to_string())?;
+pub fn parse_passwords_csv(text: &JsString) -> Result<Uint8Array, String> {
+    // Copied in by hand (not as `&str`) so the copy is wiped before it is freed.
+    let text = Zeroizing::new(String::from(text));
+    let rows = import::parse_password_csv(&text).map_err(|e| e.to_string())?;
     Ok(Uint8Array::from(import::encode_password_rows(&rows).as_slice()))
 }
 
