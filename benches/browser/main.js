@@ -350,7 +350,15 @@ const load = {
     phase('flush');
     const ms = now() - t0;
     const counts = store.counts();
-    const memory = { jsHeap: heap() - heap0, wasm: wasmBytes() - wasm0, wasmTotal: wasmBytes() };
+    // The import/export module's memory counts too (it was loaded by the first import; wasm
+    // memory never shrinks).
+    const formats = await (await import('kathon-sync-formats')).default();
+    const memory = {
+      jsHeap: heap() - heap0,
+      wasm: wasmBytes() - wasm0,
+      wasmTotal: wasmBytes(),
+      formatsWasm: formats.memory.buffer.byteLength,
+    };
     window.__keep = store;
     const stored = await storedBytes(`kathon-sync:${name}`, 'records');
     return { ms, counts, memory, stored, phases };

@@ -273,7 +273,7 @@ const records = (() => {
   const c = results.load.kathon.counts;
   return c.bookmarks + c.history + c.passwords + 1;
 })();
-const kathonLoadMem = results.load.kathon.memory.jsHeap + results.load.kathon.memory.wasm;
+const kathonLoadMem = results.load.kathon.memory.jsHeap + results.load.kathon.memory.wasm + (results.load.kathon.memory.formatsWasm ?? 0);
 const openMem = (lib) => median(results.open[lib].map((r) => r.memory.jsHeap + (r.memory.wasm ?? 0)));
 Object.assign(summary, {
   coldOpenMs: Object.fromEntries(LIBS.map((l) => [l, Math.round(openMs(l))])),
