@@ -59,7 +59,10 @@ const showConsole = (m) => {
   }
   if (['warning', 'error'].includes(m.type()) || (TRACE && m.type() === 'debug')) log(`  page ${m.type()}: ${m.text()}`);
 };
-const ARGS = ['--js-flags=--expose-gc', '--enable-precise-memory-info'];
+// `--js-flags "<V8 flags>"` adds V8 flags, for experiments (e.g. `--no-liftoff`: compile wasm with
+// the optimising compiler from the start).
+const JS_FLAGS = args.includes('--js-flags') ? ` ${args[args.indexOf('--js-flags') + 1]}` : '';
+const ARGS = [`--js-flags=--expose-gc${JS_FLAGS}`, '--enable-precise-memory-info'];
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
