@@ -246,6 +246,22 @@ try {
     check(counts.bookmarks >= 1500, `bulk import arrived: ${JSON.stringify(counts)}`);
   });
 
+  await test('with its bridge stopped the page still opens from its service worker, and imports a file', async () => {
+    await call(b, () => navigator.serviceWorker.ready.then(() => true));
+    const before = await call(b, () => window.kathon.counts());
+    await bridges[B].stop(); // the bridge serves the page: from now on only the cache does
+    await b.reload();
+    await b.waitForFunction(() => window.kathon !== undefined, null, { timeout: 30_000 });
+    const after = await call(b, () => window.kathon.counts());
+    check(after.bookmarks === before.bookmarks, `the store opened offline with its data: ${JSON.stringify({ before, after })}`);
+    // The import/export module was never fetched on this page: it comes from the cache too.
+    const html = '<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n<DT><A HREF="https://imported-offline.example/">imported offline</A>\n</DL><p>\n';
+    const report = await call(b, (html) => window.kathon.importBookmarksHtml(html), html);
+    check(report.bookmarksAdded === 1, `import offline: ${JSON.stringify(report)}`);
+    await startBridge(B);
+    await until('the offline import on A', () => call(a, () => window.kathon.searchBookmarks('imported offline').length === 1), 60_000);
+  });
+
   await test('a man-in-the-middle bridge gets no session, and the page says why', async () => {
     // A and B's bridges stop hearing each other (different discovery ports); the only path
     // between them is a malicious bridge on machine M that rewrites their signaling.
