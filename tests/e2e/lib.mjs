@@ -71,6 +71,12 @@ export function check(condition, message) {
 
 let passed = 0;
 export async function test(name, body) {
+  // KATHON_E2E_ONLY=<words>: run only the tests whose name holds them (while working on one).
+  const only = process.env.KATHON_E2E_ONLY;
+  if (only && !name.includes(only)) {
+    console.log(`test ${name} ... skipped (KATHON_E2E_ONLY)`);
+    return;
+  }
   const started = Date.now();
   process.stdout.write(`test ${name} ... `);
   await body();

@@ -3,8 +3,11 @@
 // plain ES modules with no bundler, and the quota path (a tiny quota set through the DevTools
 // protocol): the error reaches the app, the change stays queued, and nothing is lost.
 //
+// The bundler flavour (`kathon-sync/bundler`) is built with webpack 5, the bundler it is for.
+//
 // Usage: node npm-package.test.mjs <path to pkg/>
 import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -49,6 +52,36 @@ function checkFiles(files) {
 
 const formatsRequests = (urls) => urls.filter((u) => /kathon_formats[^/]*\.wasm/.test(u)).length;
 
+const wasmRequests = (urls) => urls.filter((u) => /\.wasm$/.test(new URL(u).pathname)).length;
+
+// The bundler flavour: no initialiser, the module is ready once imported.
+const WEBPACK_APP = `
+import { KathonStore } from 'kathon-sync/bundler';
+const store = await KathonStore.open('webpack-app');
+window.store = store;
+if (!store.status().enrolled) store.createIdentity('webpack test');
+window.ready = true;
+`;
+
+/** Builds `app/main.js` with webpack 5 (from the tests' own node_modules) into `app/dist/`. */
+async function webpackBuild(app) {
+  const webpack = createRequire(import.meta.url)('webpack');
+  const compiler = webpack({
+    mode: 'production',
+    context: app,
+    entry: './main.js',
+    output: { path: join(app, 'dist'), publicPath: '/', clean: true },
+    experiments: { asyncWebAssembly: true },
+    performance: { hints: false },
+  });
+  const stats = await new Promise((resolveBuild, reject) => compiler.run((e, s) => (e ? reject(e) : resolveBuild(s))));
+  await new Promise((r) => compiler.close(r));
+  const { errors, warnings } = stats.toJson({ all: false, errors: true, warnings: true });
+  check(errors.length === 0, `webpack errors: ${errors.map((e) => e.message).join('\n')}`);
+  check(warnings.length === 0, `webpack warnings: ${warnings.map((e) => e.message).join('\n')}`);
+  writeFileSync(join(app, 'dist/index.html'), '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>app</title><script src="/main.js"></script>');
+}
+
 const APP = `
 import init, { KathonStore } from 'kathon-sync';
 await init();
@@ -58,11 +91,20 @@ if (!store.status().enrolled) store.createIdentity('vite test');
 window.ready = true;
 `;
 
+/** `npm pack`s the package once; the tarball's path. */
+function packed() {
+  let tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
+  if (!tarball) {
+    run('npm', ['pack', pkg, '--pack-destination', work, '--silent'], work);
+    tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
+  }
+  check(tarball, 'npm pack made a tarball');
+  return tarball;
+}
+
 try {
   await test('npm install of the packed package into a fresh Vite project builds and runs', async () => {
-    run('npm', ['pack', pkg, '--pack-destination', work, '--silent'], work);
-    const tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
-    check(tarball, 'npm pack made a tarball');
+    const tarball = packed();
     const app = join(work, 'app');
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
@@ -102,6 +144,44 @@ try {
       check(formatsRequests(requests) === 0, `fetched before any import: ${requests.join(' ')}`);
       checkFiles(await page.evaluate(filesInPage));
       check(formatsRequests(requests) === 1, `fetched ${formatsRequests(requests)} times: ${requests.join(' ')}`);
+      check(errors.length === 0, errors.join('\n'));
+    } finally {
+      await context.close();
+      await server.close();
+    }
+  });
+
+  await test('the bundler flavour builds with webpack 5 and runs, its import/export module in a chunk of its own', async () => {
+    const tarball = packed();
+    const app = join(work, 'webpack-app');
+    mkdirSync(app);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'webpack-app', private: true, type: 'module' }));
+    run('npm', ['install', '--no-audit', '--no-fund', '--silent', join(work, tarball)], app);
+    writeFileSync(join(app, 'main.js'), WEBPACK_APP);
+    await webpackBuild(app);
+    const server = await serve(join(app, 'dist'));
+    const context = await browser(join(work, 'profile-webpack'));
+    try {
+      const page = await context.newPage();
+      const errors = watch(page, 'webpack page');
+      const requests = [];
+      page.on('request', (r) => requests.push(r.url()));
+      await page.goto(server.url);
+      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+      const id = await page.evaluate(async () => {
+        const id = store.addBookmark({ title: 'made with webpack', url: 'https://webpack.js.org/' });
+        await store.flush();
+        return id;
+      });
+      await page.reload();
+      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+      const titles = await page.evaluate(() => store.bookmarkChildren('toolbar').map((n) => [n.id, n.title]));
+      check(JSON.stringify(titles) === JSON.stringify([[id, 'made with webpack']]), `after reload: ${JSON.stringify(titles)}`);
+      // webpack names the modules by hash: the store's is the only one fetched per page load
+      // until the first import, which fetches the second once.
+      check(wasmRequests(requests) === 2, `.wasm fetched before any import (two page loads): ${requests.join(' ')}`);
+      checkFiles(await page.evaluate(filesInPage));
+      check(wasmRequests(requests) === 3, `.wasm fetched after the imports: ${requests.join(' ')}`);
       check(errors.length === 0, errors.join('\n'));
     } finally {
       await context.close();

@@ -14,7 +14,7 @@ pub(crate) fn all(runner: &mut Runner) -> Result<(), TaskError> {
     runner.step("set-up: Debian chromium + chromium-driver", chromium)?;
     runner.step("set-up: wasm-bindgen-cli pinned to Cargo.lock", wasm_bindgen_cli)?;
     runner.step("set-up: node and npm", node)?;
-    runner.step("set-up: npm packages of the browser tests (playwright-core, vite)", npm_packages)?;
+    runner.step("set-up: npm packages of the browser tests (playwright-core, vite, webpack)", npm_packages)?;
     runner.step("set-up: npm packages of the demo page (qrcode-generator)", demo_packages)?;
     runner.step("set-up: npm packages of the browser benches (yjs, y-indexeddb, automerge)", bench_packages)?;
     Ok(())
@@ -78,7 +78,7 @@ fn node() -> Result<(), TaskError> {
 fn npm_packages() -> Result<(), TaskError> {
     let dir = crate::root().join("tests/e2e");
     let present =
-        ["playwright-core", "vite"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
+        ["playwright-core", "vite", "webpack"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
     if present {
         println!("    present");
         return Ok(());
