@@ -109,6 +109,10 @@ try {
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
     run('npm', ['install', '--no-audit', '--no-fund', '--silent', join(work, tarball)], app);
+    const installed = readdirSync(join(app, 'node_modules/kathon-sync'));
+    for (const file of ['README.md', 'CHANGELOG.md', 'kathon_wasm_bg.wasm', 'kathon_formats_bg.wasm', 'snippets', 'bundler']) {
+      check(installed.includes(file), `the package carries ${file}: ${installed.join(' ')}`);
+    }
     writeFileSync(join(app, 'index.html'), '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>app</title><script type="module" src="./main.js"></script>');
     writeFileSync(join(app, 'main.js'), APP);
     run(process.execPath, [join(here, 'node_modules/vite/bin/vite.js'), 'build', '--logLevel', 'warn'], app);
