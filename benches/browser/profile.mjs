@@ -4,7 +4,11 @@
 //   cargo xtask build-pkg --keep-names      # function names in the .wasm (a larger build)
 //   node benches/browser/run.mjs --only write --rounds 1   # builds the bench page once
 //   node benches/browser/profile.mjs [kathon|yjs|automerge|hop] [N] [--under FRAME[,FRAME...]] [--depth D]
+//   node benches/browser/profile.mjs open [--under FRAME[,FRAME...]] [--depth D]
 //
+// `open` profiles Kathon's cold open of the realistic profile instead (the bench page's
+// `profile.json` loaded into a store, the browser closed, a new one started on the same profile
+// directory, then `KathonStore.open` until the first query), printed in ms.
 // `hop` profiles the bench's empty task hop alone (a MessageChannel round trip, no work): what
 // every library pays per edit for "edits arriving one at a time". `--under` prints the inclusive
 // time of what runs under each frame whose name starts with FRAME (`--depth` levels, default 3),
@@ -27,7 +31,19 @@ const depth = Number(option('--depth') ?? 3);
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const server = await serve(join(root, 'target/bench-browser'));
 const profileDir = mkdtempSync(join(tmpdir(), 'kathon-profile-'));
-const context = await browser(profileDir, ['--js-flags=--expose-gc', '--enable-precise-memory-info']);
+const browserArgs = ['--js-flags=--expose-gc', '--enable-precise-memory-info'];
+if (lib === 'open') {
+  const loading = await browser(profileDir, browserArgs);
+  try {
+    const page = await loading.newPage();
+    await page.goto(server.url);
+    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+    await page.evaluate(async () => bench.load.kathon('p', await (await fetch('profile.json')).json()));
+  } finally {
+    await loading.close();
+  }
+}
+const context = await browser(profileDir, browserArgs);
 try {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
@@ -49,12 +65,14 @@ try {
       channel.port2.postMessage(0);
     });
   // Warm up (compilation, the database's creation) before the profiled run.
-  if (lib !== 'hop') await page.evaluate((lib) => bench.write[lib]('warm-up', 200), lib);
+  if (lib !== 'hop' && lib !== 'open') await page.evaluate((lib) => bench.write[lib]('warm-up', 200), lib);
   await cdp.send('Profiler.start');
   const result =
     lib === 'hop'
       ? await page.evaluate(`(${hop.toString()})(${n})`)
-      : await page.evaluate(([lib, n]) => bench.write[lib]('profiled', n), [lib, n]);
+      : lib === 'open'
+        ? await page.evaluate(() => bench.open.kathon('p'))
+        : await page.evaluate(([lib, n]) => bench.write[lib]('profiled', n), [lib, n]);
   const { profile } = await cdp.send('Profiler.stop');
   report(profile, result);
 } finally {
@@ -77,7 +95,9 @@ function report(profile, result) {
     for (let at = id; at !== undefined; at = parent.get(at)) frames.push(name(at));
     return frames; // leaf first
   };
-  const per = (us) => (us / n).toFixed(1).padStart(7);
+  // Per edit in µs; for the cold open, the whole in ms.
+  const unit = lib === 'open' ? 'ms in all' : 'µs per edit';
+  const per = (us) => (lib === 'open' ? us / 1000 : us / n).toFixed(1).padStart(7);
   const self = new Map();
   const inclusive = new Map();
   const below = under.map(() => new Map());
@@ -98,15 +118,16 @@ function report(profile, result) {
   });
   const top = (map, count) => [...map].sort((a, b) => b[1] - a[1]).slice(0, count);
   const total = profile.endTime - profile.startTime;
-  console.log(`${lib}: ${n} edits in ${result.ms.toFixed(0)} ms (${((n * 1000) / result.ms).toFixed(0)}/s under the profiler)`);
+  if (lib === 'open') console.log(`cold open: ${result.ms.toFixed(0)} ms to the first query under the profiler (wasm init ${result.initMs.toFixed(0)} ms)`);
+  else console.log(`${lib}: ${n} edits in ${result.ms.toFixed(0)} ms (${((n * 1000) / result.ms).toFixed(0)}/s under the profiler)`);
   if (result.envelopes !== undefined) console.log(`envelopes signed: ${result.envelopes}`);
-  console.log(`µs per edit: ${per(total).trim()} in all`);
-  console.log('\nself time, µs per edit');
+  console.log(`${unit}: ${per(total).trim()} profiled in all`);
+  console.log(`\nself time, ${unit}`);
   for (const [f, us] of top(self, 30)) console.log(`${per(us)}  ${f}`);
-  console.log('\ninclusive time, µs per edit');
+  console.log(`\ninclusive time, ${unit}`);
   for (const [f, us] of top(inclusive, 40)) console.log(`${per(us)}  ${f}`);
   under.forEach((prefix, k) => {
-    console.log(`\nunder ${prefix}, µs per edit`);
+    console.log(`\nunder ${prefix}, ${unit}`);
     for (const [f, us] of top(below[k], 40)) console.log(`${per(us)}  ${f.slice(0, 160)}`);
   });
 }

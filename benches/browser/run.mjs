@@ -109,6 +109,10 @@ execFileSync(process.execPath, [join(root, 'tests/e2e/node_modules/vite/bin/vite
 const cargoProfile = small ? [] : ['--release'];
 execFileSync('cargo', ['run', '-q', '--locked', '-p', 'kathon-benches', ...cargoProfile, '--bin', 'export_profile', '--', join(dist, 'profile.json'), ...(small ? ['small'] : [])], { cwd: root, stdio: 'inherit' });
 const server = await serve(dist);
+// The write rounds' own server lets the browser cache what it fetched, so the revisit run (a new
+// browser on the same profile) starts as a returning visitor's page does: scripts and wasm from the HTTP cache, and
+// V8's cached code where it made one.
+const cachedServer = await serve(dist, { cacheable: true });
 const results = { date: new Date().toISOString(), profile: small ? 'small' : 'realistic', rounds: ROUNDS, writes: WRITES, write: {}, load: {}, open: {}, signatures: [], fullSync: {}, transport: {} };
 for (const lib of LIBS) {
   results.write[lib] = [];
@@ -124,21 +128,34 @@ try {
     log(`==> local write throughput: ${WRITES} bookmark adds, one per task, until durable in IndexedDB`);
     log('    cold: the page\'s first edits (its code not yet optimised: wasm starts on Chromium\'s baseline compiler);');
     log('    warm: the same again in the same page, into a fresh store (the code warmed by the cold run, the data new)');
+    log('    reload: the page reloaded after that, in the same browser; revisit: the browser closed and started again on the same');
+    log('    profile, as a returning visitor (files from the HTTP cache, compiled wasm from V8\'s code cache where it kept some);');
+    log('    each into a fresh store');
   }
   for (let round = 0; want('write') && round < ROUNDS; round += 1) {
     for (let k = 0; k < LIBS.length; k += 1) {
       const lib = LIBS[(k + round) % LIBS.length];
       const dir = join(work, `write-${lib}-${round}`);
-      const r = await inBrowser(dir, server.url, async (page) => {
+      const r = await inBrowser(dir, cachedServer.url, async (page) => {
         const r = await page.evaluate(([lib, n]) => bench.write[lib]('w', n), [lib, WRITES]);
         r.warm = await page.evaluate(([lib, n]) => bench.write[lib]('w2', n), [lib, WRITES]);
         r.latency = await page.evaluate(([lib, n]) => bench.latency[lib]('l', n), [lib, LATENCY_EDITS]);
+        // The page left open a moment, as a user's would be: V8 writes its code cache for a wasm
+        // module once no new code has been optimised for 2 s (--wasm-caching-timeout-ms).
+        await page.waitForTimeout(3000);
+        // The page reloaded in the same browser (the renderer keeps the compiled module).
+        await page.reload();
+        await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+        r.reload = await page.evaluate(([lib, n]) => bench.write[lib]('w3', n), [lib, WRITES]);
         return r;
       });
+      // A returning visitor: the browser closed and started again on the same profile.
+      r.revisit = await inBrowser(dir, cachedServer.url, (page) => page.evaluate(([lib, n]) => bench.write[lib]('w4', n), [lib, WRITES]));
       rmSync(dir, { recursive: true, force: true });
-      if (r.check !== WRITES || r.warm.check !== WRITES) throw new Error(`${lib} wrote ${r.check} and ${r.warm.check} of ${WRITES}`);
+      const wrote = [r, r.warm, r.reload, r.revisit].map((x) => x.check);
+      if (wrote.some((c) => c !== WRITES)) throw new Error(`${lib} wrote ${wrote.join(', ')} of ${WRITES} (cold, warm, reload, revisit)`);
       results.write[lib].push(r);
-      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call); warm ${((WRITES * 1000) / r.warm.ms).toFixed(0).padStart(6)} edits/s (${((r.warm.cpuMs * 1000) / WRITES).toFixed(0)} µs); one edit alone until durable: median ${r.latency.medianMs.toFixed(1)} ms, max ${r.latency.maxMs.toFixed(1)} ms`);
+      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call); warm ${((WRITES * 1000) / r.warm.ms).toFixed(0).padStart(6)} edits/s (${((r.warm.cpuMs * 1000) / WRITES).toFixed(0)} µs); reload ${((WRITES * 1000) / r.reload.ms).toFixed(0).padStart(6)}; revisit ${((WRITES * 1000) / r.revisit.ms).toFixed(0).padStart(6)} edits/s (${((r.revisit.cpuMs * 1000) / WRITES).toFixed(0)} µs); one edit alone until durable: median ${r.latency.medianMs.toFixed(1)} ms, max ${r.latency.maxMs.toFixed(1)} ms`);
     }
   }
 
@@ -172,6 +189,7 @@ try {
   if (RTC) await rtcSections();
 } finally {
   await server.close();
+  await cachedServer.close();
   rmSync(work, { recursive: true, force: true });
 }
 
@@ -265,11 +283,16 @@ if (want('write')) {
 const writeRate = (lib, pick = (r) => r) => (WRITES * 1000) / median(results.write[lib].map((r) => pick(r).ms));
 const cpu = (lib, pick = (r) => r) => (median(results.write[lib].map((r) => pick(r).cpuMs)) * 1000) / WRITES;
 const warm = (r) => r.warm;
+const revisit = (r) => r.revisit;
+const reload = (r) => r.reload;
 Object.assign(summary, {
   writesPerSecond: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l))])),
   cpuMicrosPerEdit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l))])),
   writesPerSecondWarm: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l, warm))])),
   cpuMicrosPerEditWarm: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l, warm))])),
+  writesPerSecondReload: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l, reload))])),
+  writesPerSecondRevisit: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l, revisit))])),
+  cpuMicrosPerEditRevisit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l, revisit))])),
   oneEditDurableMs: Object.fromEntries(LIBS.map((l) => [l, +median(results.write[l].map((r) => r.latency.medianMs)).toFixed(1)])),
 });
 Object.assign(summary.ratios, {
@@ -277,6 +300,9 @@ Object.assign(summary.ratios, {
   writeThroughputVsAutomerge: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.automerge),
   writeThroughputWarmVsYjs: ratio(summary.writesPerSecondWarm.kathon, summary.writesPerSecondWarm.yjs),
   writeThroughputWarmVsAutomerge: ratio(summary.writesPerSecondWarm.kathon, summary.writesPerSecondWarm.automerge),
+  writeThroughputReloadVsYjs: ratio(summary.writesPerSecondReload.kathon, summary.writesPerSecondReload.yjs),
+  writeThroughputRevisitVsYjs: ratio(summary.writesPerSecondRevisit.kathon, summary.writesPerSecondRevisit.yjs),
+  writeThroughputRevisitVsAutomerge: ratio(summary.writesPerSecondRevisit.kathon, summary.writesPerSecondRevisit.automerge),
 });
 }
 if (want('profile')) {

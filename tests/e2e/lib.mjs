@@ -16,14 +16,17 @@ const TYPES = {
 };
 
 /** Serves `root` on 127.0.0.1 (an ephemeral port). Resolves to `{ url, close }`. */
-export async function serve(root) {
+export async function serve(root, { cacheable = false } = {}) {
+  // `cacheable`: everything but HTML may be kept by the browser's HTTP cache (which is what lets
+  // V8 cache compiled wasm for the next visit), as a site with hashed file names serves it.
   const server = createServer(async (req, res) => {
     try {
       const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
       let file = join(root, path);
       if ((await stat(file)).isDirectory()) file = join(file, 'index.html');
       const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
+      const cache = cacheable && extname(file) !== '.html' ? 'public, max-age=3600' : 'no-store';
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': cache });
       res.end(body);
     } catch {
       res.writeHead(404).end('not found');
