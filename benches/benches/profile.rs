@@ -1,6 +1,7 @@
 //! The realistic profile (5,000 bookmarks in nested folders, 100,000 visits, 500 passwords, 50
-//! tabs in 5 windows): apply it to a fresh replica, encode it, and load it into another replica
-//! with full verification (decode, verify every envelope and every register value, apply).
+//! tabs in 5 windows): apply it to a fresh replica, build its bookmark tree from the registers,
+//! encode it, and load it into another replica with full verification (decode, verify every
+//! envelope and every register value, apply).
 //!
 //! `cargo bench -p kathon-benches --bench profile` (`KATHON_PROFILE=small` for a quick run).
 #![allow(
@@ -71,6 +72,14 @@ fn profile(c: &mut Criterion) {
             },
             BatchSize::PerIteration,
         )
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("bookmarks");
+    g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(built.bookmarks().len() as u64));
+    g.bench_function("tree from the registers (a cold open's first query)", |b| {
+        b.iter(|| built.materialize_bookmarks_uncached())
     });
     g.finish();
 }

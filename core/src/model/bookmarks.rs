@@ -318,18 +318,34 @@ pub(crate) fn materialize<'a>(
     now_ms: u64,
     skew: u64,
 ) -> BookmarkTree {
-    let mut by_node: BTreeMap<ItemId, NodeRegisters<'a>> = BTreeMap::new();
+    // Each node's registers, by ID. The registers come in path order, so a node's fields are
+    // adjacent ("b/<id>/place", "…/title", "…/url"): its ID is parsed once, and the nodes are
+    // gathered in a vector and sorted once rather than looked up in a map per register (a cold
+    // open's first bookmark query builds this).
+    let mut by_node: Vec<(ItemId, NodeRegisters<'a>)> = Vec::new();
     let mut regular = true;
+    // The last ID text seen, and whether it named a node (not a root, not the deleted marker).
+    let mut last: Option<(&str, bool)> = None;
     for (path, register) in registers {
-        let Some(("b", id, field)) = crate::model::schema::path::split(path) else { continue };
-        let Ok(id) = id.parse::<ItemId>() else { continue };
-        if id.is_root() || id == ItemId::DELETED {
+        let Some(("b", text, field)) = crate::model::schema::path::split(path) else { continue };
+        let is_node = match last {
+            Some((seen, is_node)) if seen == text => is_node,
+            _ => {
+                let id = text.parse::<ItemId>().ok().filter(|id| !id.is_root() && *id != ItemId::DELETED);
+                if let Some(id) = id {
+                    by_node.push((id, NodeRegisters::default()));
+                }
+                last = Some((text, id.is_some()));
+                id.is_some()
+            }
+        };
+        if !is_node {
             continue;
         }
         if register.values().any(|v| !v.hlc().is_visible_at(now_ms, skew)) {
             regular = false;
         }
-        let entry = by_node.entry(id).or_default();
+        let Some((_, entry)) = by_node.last_mut() else { continue };
         match field {
             "place" => entry.place = Some(register),
             "title" => entry.title = Some(register),
@@ -337,6 +353,18 @@ pub(crate) fn materialize<'a>(
             _ => {}
         }
     }
+    // Two spellings of one ID (either case decodes) make two entries: merged, the later path's
+    // field winning, as a map entry overwritten in path order would (the sort is stable).
+    by_node.sort_by_key(|(id, _)| *id);
+    by_node.dedup_by(|(later_id, later), (id, kept)| {
+        let same = later_id == id;
+        if same {
+            kept.place = later.place.or(kept.place);
+            kept.title = later.title.or(kept.title);
+            kept.url = later.url.or(kept.url);
+        }
+        same
+    });
 
     // Every node's last known place, live or not, for walking up from deleted folders.
     let mut last_parent: BTreeMap<ItemId, ItemId> = BTreeMap::new();
@@ -415,7 +443,7 @@ pub(crate) fn materialize<'a>(
     // (this step was a cold open's peak in wasm).
     let mut nodes: BTreeMap<ItemId, BookmarkNode> = BTreeMap::new();
     for (id, r) in live {
-        let regs = by_node.get(&id);
+        let regs = by_node.binary_search_by_key(&id, |(id, _)| *id).ok().and_then(|i| by_node.get(i)).map(|(_, r)| r);
         let text = |reg: Option<&Register>, max, what| {
             reg.and_then(|reg| reg.current(now_ms, skew)).and_then(|v| decode_text(v.value(), max, what).ok())
         };
@@ -495,4 +523,50 @@ fn cycle_through(parent: &BTreeMap<ItemId, ItemId>, from: ItemId, target: ItemId
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::rand_core::SeedableRng;
+
+    use super::*;
+    use crate::hlc::Timestamp;
+    use crate::identity::DeviceSecretKey;
+    use crate::model::schema::encode_text;
+
+    #[test]
+    fn a_node_whose_id_is_spelled_in_two_cases_is_one_node() {
+        // Either case of an ID parses, so a device can write one node's fields under two paths;
+        // the tree holds one node with the fields of both (the later path's where both have one).
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let author = DeviceSecretKey::generate(&mut rng).public();
+        let id = ItemId::random(&mut rng);
+        let lower = id.to_string();
+        let upper = lower.to_ascii_uppercase();
+        let place = Place {
+            kind: NodeKind::Bookmark,
+            parent: ItemId::TOOLBAR,
+            position: Position::first(),
+            prev_parent: ItemId::TOOLBAR,
+            prev_position: Position::first(),
+        };
+        let at = Timestamp::from_wall_ms(1_000);
+        let write = |path: String, value: Vec<u8>| {
+            let mut register = Register::new();
+            register.write(author, &path, value, at).map(|_| (path, register))
+        };
+        let mut registers = vec![
+            write(format!("b/{upper}/title"), encode_text("upper")).unwrap(),
+            write(format!("b/{upper}/url"), encode_text("https://example.org/")).unwrap(),
+            write(format!("b/{lower}/place"), place.encode()).unwrap(),
+            write(format!("b/{lower}/title"), encode_text("lower")).unwrap(),
+        ];
+        registers.sort_by(|a, b| a.0.cmp(&b.0));
+        let tree = materialize(registers.iter().map(|(p, r)| (p.as_str(), r)), 2_000, 0);
+        assert_eq!(tree.len(), 1);
+        let node = tree.get(&id).unwrap();
+        assert_eq!(node.title, "lower");
+        assert_eq!(node.url.as_deref(), Some("https://example.org/"));
+        assert_eq!(tree.children(&ItemId::TOOLBAR), &[id]);
+    }
 }

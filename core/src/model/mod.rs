@@ -1017,6 +1017,13 @@ impl BrowserState {
         self.bookmark_cache.get().is_none_or(|cached| *cached == self.materialize_bookmarks())
     }
 
+    /// The bookmark tree built afresh from the registers, bypassing the cache (what a cold open's
+    /// first bookmark query runs; for the benches).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn materialize_bookmarks_uncached(&self) -> BookmarkTree {
+        self.materialize_bookmarks()
+    }
+
     /// Visits, most recent first.
     pub fn history(&self) -> impl Iterator<Item = Visit> + '_ {
         self.history.recent(LogVisits(&self.log))
