@@ -163,9 +163,10 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
             .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("xtask/webdriver.json"))
             .run()
     })?;
-    runner.step("npm package installed into fresh Vite and webpack projects, plain ES modules, quota (Playwright)", || {
-        Cmd::new("node").args(["tests/e2e/npm-package.test.mjs", "pkg"]).run()
-    })?;
+    runner.step(
+        "npm package installed into fresh Vite and webpack projects, plain ES modules, quota (Playwright)",
+        || Cmd::new("node").args(["tests/e2e/npm-package.test.mjs", "pkg"]).run(),
+    )?;
     runner.step("native peer and Chromium pages sync across a namespaced LAN (Playwright)", || {
         Cmd::new("cargo").args(["build", "-p", "kathon-bridge", "--locked"]).run()?;
         Cmd::new("node").args(["tests/e2e/native-peer.test.mjs", "target/debug/kathon-bridge", "pkg"]).run()

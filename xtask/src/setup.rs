@@ -77,8 +77,9 @@ fn node() -> Result<(), TaskError> {
 
 fn npm_packages() -> Result<(), TaskError> {
     let dir = crate::root().join("tests/e2e");
-    let present =
-        ["playwright-core", "vite", "webpack"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
+    let present = ["playwright-core", "vite", "webpack"]
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).join("package.json").exists());
     if present {
         println!("    present");
         return Ok(());

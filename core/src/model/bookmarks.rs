@@ -555,7 +555,7 @@ mod tests {
             let mut register = Register::new();
             register.write(author, &path, value, at).map(|_| (path, register))
         };
-        let mut registers = vec![
+        let mut registers = [
             write(format!("b/{upper}/title"), encode_text("upper")).unwrap(),
             write(format!("b/{upper}/url"), encode_text("https://example.org/")).unwrap(),
             write(format!("b/{lower}/place"), place.encode()).unwrap(),
