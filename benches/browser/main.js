@@ -71,12 +71,12 @@ function heap() {
 }
 
 /** The JS heap once it has settled: what the last tasks still held (IndexedDB's results until
- *  their requests and transactions go, for one) is garbage by then. The least of eight readings
- *  250 ms apart, each after a full collection: such memory goes at no fixed time (after a cold
- *  open it went between 50 and 250 ms after the first query in some rounds and later in others,
- *  for both Kathon and Yjs). Until 2026-12-04 this was one reading 50 ms after, which counted
- *  Yjs's 15.7 MB and, in some rounds, Kathon's 20.4 MB of such memory. The same for every
- *  library. */
+ *  their requests and transactions go, for one) is garbage by then. The least of nine readings
+ *  (one at once, then eight 250 ms apart), each after a full collection: such memory goes at no
+ *  fixed time (after a cold open it went between 50 and 250 ms after the first query in some
+ *  rounds and later in others, for both Kathon and Yjs). Until 2026-12-04 this was one reading 50
+ *  ms after, which counted Yjs's 15.7 MB and, in some rounds, Kathon's 20.4 MB of such memory. The
+ *  same for every library. */
 async function settledHeap() {
   let least = heap();
   for (let i = 0; i < 8; i += 1) {
