@@ -466,7 +466,8 @@ pub(crate) fn materialize<'a>(
     for node in nodes.values() {
         grouped.entry(node.parent).or_default().push((node.position.clone(), node.id));
     }
-    let mut roots: BTreeMap<ItemId, Vec<ItemId>> = ItemId::ROOTS.iter().map(|r| (*r, Vec::new())).collect();
+    let mut roots: BTreeMap<ItemId, Vec<ItemId>> = BTreeMap::new();
+    roots.extend(ItemId::ROOTS.iter().map(|r| (*r, Vec::new())));
     for (p, mut children) in grouped {
         children.sort();
         let ordered: Vec<ItemId> = children.into_iter().map(|(_, id)| id).collect();

@@ -801,8 +801,9 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     /// its password if different, else is skipped.
     pub fn import_passwords(&mut self, logins: &[PasswordRow]) -> Result<ImportReport, ModelError> {
         let mut report = ImportReport::default();
-        let mut existing: BTreeMap<(String, String), ItemId> =
-            self.state.passwords().into_iter().map(|p| ((p.origin, p.username), p.id)).collect();
+        // Inserted, not `collect()`ed: a collect sorts first, more code in the `.wasm`.
+        let mut existing: BTreeMap<(String, String), ItemId> = BTreeMap::new();
+        existing.extend(self.state.passwords().into_iter().map(|p| ((p.origin, p.username), p.id)));
         for login in logins {
             let key = (login.origin.clone(), login.username.clone());
             match existing.get(&key) {

@@ -680,7 +680,10 @@ impl Engine {
 
     /// Devices with an established session, by connection.
     pub fn connected(&self) -> BTreeMap<PeerKey, DeviceId> {
-        self.peers.iter().filter_map(|(k, p)| p.established().map(|d| (*k, d))).collect()
+        // Inserted, not `collect()`ed: a collect sorts first, more code in the `.wasm`.
+        let mut connected = BTreeMap::new();
+        connected.extend(self.peers.iter().filter_map(|(k, p)| p.established().map(|d| (*k, d))));
+        connected
     }
 
     /// The durable per-author heads (what summaries advertise).
@@ -1205,10 +1208,12 @@ impl Engine {
         let Some(p) = self.peers.get_mut(&peer) else { return };
         let now = self.now_ms;
         let grace = self.config.summary_interval_ms;
-        p.their_heads = heads
-            .iter()
-            .filter_map(|(d, s)| DeviceId::from_bytes(d).ok().map(|d| (d, *s)))
-            .map(|(d, s)| {
+        // Filled by insertion, not `collect()`: collecting into an ordered map or set sorts first,
+        // and each element type's sort is ~1 KB of the browser's `.wasm` (a later duplicate key
+        // wins either way).
+        p.their_heads.clear();
+        p.their_heads.extend(heads.iter().filter_map(|(d, s)| DeviceId::from_bytes(d).ok().map(|d| (d, *s))).map(
+            |(d, s)| {
                 // Envelopes queued within the last summary interval may still be on their way:
                 // this summary can be older than them. If they were lost, the next summary says
                 // so again, after the grace, and they are sent again then.
@@ -1216,12 +1221,14 @@ impl Engine {
                     Some((up_to, at)) if *up_to > s && now.saturating_sub(*at) < grace => (d, *up_to),
                     _ => (d, s),
                 }
-            })
-            .collect();
-        p.their_vault_keys = vault_keys.iter().map(|k| VaultKeyId(*k)).collect();
+            },
+        ));
+        p.their_vault_keys.clear();
+        p.their_vault_keys.extend(vault_keys.iter().map(|k| VaultKeyId(*k)));
         // Exactly what the peer lacks, in the order this device applied it (a causal order),
         // and only what is durable here.
-        let queued: BTreeSet<EnvelopeId> = p.send_queue.iter().copied().collect();
+        let mut queued: BTreeSet<EnvelopeId> = BTreeSet::new(); // inserted, not `collect()`ed (as above)
+        queued.extend(p.send_queue.iter().copied());
         let mut next_heads = p.their_heads.clone();
         for envelope in state.envelopes() {
             let author = *envelope.author();
@@ -1391,7 +1398,8 @@ impl Engine {
             if p.established().is_none() {
                 continue;
             }
-            let queued: BTreeSet<EnvelopeId> = p.send_queue.iter().copied().collect();
+            let mut queued: BTreeSet<EnvelopeId> = BTreeSet::new();
+            queued.extend(p.send_queue.iter().copied());
             for envelope in state.envelopes() {
                 let author = *envelope.author();
                 let have = p.their_heads.get(&author).copied().unwrap_or(0);
