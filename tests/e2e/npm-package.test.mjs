@@ -91,6 +91,28 @@ if (!store.status().enrolled) store.createIdentity('vite test');
 window.ready = true;
 `;
 
+/** A fresh project in `work/<name>` with the packed package installed from its tarball. */
+function installApp(name) {
+  const app = join(work, name);
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name, private: true, type: 'module' }));
+  run('npm', ['install', '--no-audit', '--no-fund', '--silent', join(work, packed())], app);
+  return app;
+}
+
+/** Adds a bookmark and flushes, reloads the page, and checks IndexedDB kept it. */
+async function bookmarkSurvivesReload(page, title, url) {
+  const id = await page.evaluate(async ([title, url]) => {
+    const id = store.addBookmark({ title, url });
+    await store.flush();
+    return id;
+  }, [title, url]);
+  await page.reload();
+  await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+  const titles = await page.evaluate(() => store.bookmarkChildren('toolbar').map((n) => [n.id, n.title]));
+  check(JSON.stringify(titles) === JSON.stringify([[id, title]]), `after reload: ${JSON.stringify(titles)}`);
+}
+
 /** `npm pack`s the package once; the tarball's path. */
 function packed() {
   let tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
@@ -104,11 +126,7 @@ function packed() {
 
 try {
   await test('npm install of the packed package into a fresh Vite project builds and runs', async () => {
-    const tarball = packed();
-    const app = join(work, 'app');
-    mkdirSync(app);
-    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
-    run('npm', ['install', '--no-audit', '--no-fund', '--silent', join(work, tarball)], app);
+    const app = installApp('app');
     const installed = readdirSync(join(app, 'node_modules/kathon-sync'));
     for (const file of ['README.md', 'CHANGELOG.md', 'kathon_wasm_bg.wasm', 'kathon_formats_bg.wasm', 'snippets', 'bundler']) {
       check(installed.includes(file), `the package carries ${file}: ${installed.join(' ')}`);
@@ -125,16 +143,7 @@ try {
       page.on('request', (r) => requests.push(r.url()));
       await page.goto(server.url);
       await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
-      const id = await page.evaluate(async () => {
-        const id = store.addBookmark({ title: 'made in Vite', url: 'https://vite.dev/' });
-        await store.flush();
-        return id;
-      });
-      // Reload: IndexedDB keeps it.
-      await page.reload();
-      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
-      const titles = await page.evaluate(() => store.bookmarkChildren('toolbar').map((n) => [n.id, n.title]));
-      check(JSON.stringify(titles) === JSON.stringify([[id, 'made in Vite']]), `after reload: ${JSON.stringify(titles)}`);
+      await bookmarkSurvivesReload(page, 'made in Vite', 'https://vite.dev/');
       // Errors are real Error objects with a name and a code.
       const error = await page.evaluate(() => {
         try {
@@ -156,11 +165,7 @@ try {
   });
 
   await test('the bundler flavour builds with webpack 5 and runs, its import/export module in a chunk of its own', async () => {
-    const tarball = packed();
-    const app = join(work, 'webpack-app');
-    mkdirSync(app);
-    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'webpack-app', private: true, type: 'module' }));
-    run('npm', ['install', '--no-audit', '--no-fund', '--silent', join(work, tarball)], app);
+    const app = installApp('webpack-app');
     writeFileSync(join(app, 'main.js'), WEBPACK_APP);
     await webpackBuild(app);
     const server = await serve(join(app, 'dist'));
@@ -172,15 +177,7 @@ try {
       page.on('request', (r) => requests.push(r.url()));
       await page.goto(server.url);
       await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
-      const id = await page.evaluate(async () => {
-        const id = store.addBookmark({ title: 'made with webpack', url: 'https://webpack.js.org/' });
-        await store.flush();
-        return id;
-      });
-      await page.reload();
-      await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
-      const titles = await page.evaluate(() => store.bookmarkChildren('toolbar').map((n) => [n.id, n.title]));
-      check(JSON.stringify(titles) === JSON.stringify([[id, 'made with webpack']]), `after reload: ${JSON.stringify(titles)}`);
+      await bookmarkSurvivesReload(page, 'made with webpack', 'https://webpack.js.org/');
       // webpack names the modules by hash: the store's is the only one fetched per page load
       // until the first import, which fetches the second once.
       check(wasmRequests(requests) === 2, `.wasm fetched before any import (two page loads): ${requests.join(' ')}`);
