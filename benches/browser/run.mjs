@@ -47,7 +47,6 @@ const TRIALS = small ? 3 : 10;
 const NATIVE_ARGS = args.includes('--native-args') ? args[args.indexOf('--native-args') + 1].split(' ') : [];
 const LIBS = ['kathon', 'yjs', 'automerge'];
 const dist = join(root, 'target/bench-browser');
-const work = mkdtempSync(join(tmpdir(), 'kathon-bench-'));
 // The page's warnings and errors are printed; its connection trace (console.debug) with
 // --trace, and otherwise its last lines when a section fails.
 const TRACE = args.includes('--trace');
@@ -113,6 +112,8 @@ const server = await serve(dist);
 // browser on the same profile) starts as a returning visitor's page does: scripts and wasm from the HTTP cache, and
 // V8's cached code where it made one.
 const cachedServer = await serve(dist, { cacheable: true });
+// Made after the builds, so a failed build leaves nothing behind in the temp directory.
+const work = mkdtempSync(join(tmpdir(), 'kathon-bench-'));
 const results = { date: new Date().toISOString(), profile: small ? 'small' : 'realistic', rounds: ROUNDS, writes: WRITES, write: {}, load: {}, open: {}, signatures: [], fullSync: {}, transport: {} };
 for (const lib of LIBS) {
   results.write[lib] = [];

@@ -153,7 +153,7 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
             .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("xtask/webdriver.json"))
-            .run()
+            .run_with_own_tmp(&root().join("target/tmp/chromedriver-core"))
     })?;
     runner.step("npm package in headless Chromium (IndexedDB, WebRTC, a man in the middle)", || {
         Cmd::new("cargo")
@@ -161,7 +161,7 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
             .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("xtask/webdriver.json"))
-            .run()
+            .run_with_own_tmp(&root().join("target/tmp/chromedriver-package"))
     })?;
     runner.step(
         "npm package installed into fresh Vite and webpack projects, plain ES modules, quota (Playwright)",
