@@ -127,6 +127,7 @@ struct Breakdown {
     history_envelopes: usize,
     history_payload: usize,
     attachments: usize,
+    attachments_held: usize,
     attachment_count: usize,
     doc_resident: usize,
 }
@@ -140,6 +141,7 @@ impl Breakdown {
             history_envelopes: 0,
             history_payload: 0,
             attachments: 0,
+            attachments_held: 0,
             attachment_count: 0,
             doc_resident: 0,
         };
@@ -153,6 +155,7 @@ impl Breakdown {
                 b.history_envelopes += 1;
                 b.history_payload += envelope.payload().len();
             }
+            b.attachments_held += envelope.attachments_held_len();
             for a in envelope.attachments().flatten() {
                 b.attachments += a.len();
                 b.attachment_count += 1;
@@ -253,7 +256,7 @@ fn main() {
         "cold open (from the bytes read to a loaded replica; one run, a rough figure): Kathon {kathon_open_time:?}, Yjs (yrs) {yjs_open_time:?}"
     );
     println!(
-        "Kathon's resident state: {} document-update envelopes ({} of payload, whose `yrs` document alone takes {} resident), {} history envelopes ({} of payload, {} attachments: {})",
+        "Kathon's resident state: {} document-update envelopes ({} of payload, whose `yrs` document alone takes {} resident), {} history envelopes ({} of payload, {} attachments: {}, held in {})",
         breakdown.doc_envelopes,
         mb(breakdown.doc_payload),
         mb(breakdown.doc_resident),
@@ -261,6 +264,7 @@ fn main() {
         mb(breakdown.history_payload),
         breakdown.attachment_count,
         mb(breakdown.attachments),
+        mb(breakdown.attachments_held),
     );
     println!();
     println!(

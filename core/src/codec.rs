@@ -234,6 +234,13 @@ impl Writer {
         self.buf.len()
     }
 
+    /// Overwrites the four bytes at `at` (a length written before what it measures was known).
+    pub(crate) fn set_u32_at(&mut self, at: usize, v: u32) {
+        if let Some(slot) = self.buf.get_mut(at..at.saturating_add(4)) {
+            slot.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.buf
     }

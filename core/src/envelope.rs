@@ -13,6 +13,7 @@
 //!
 //! The byte layout is in `docs/protocol.md`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, btree_map::Entry};
 
 use crate::certificate::DeviceRegistry;
@@ -22,8 +23,17 @@ use crate::hash::{Hash, context};
 use crate::hlc::Timestamp;
 use crate::identity::{DeviceId, DeviceSecretKey, IdentityId, domain, signing_message};
 
+mod attachments;
+
+use attachments::Attachments;
+pub(crate) use attachments::PackSpec;
+
 /// The envelope format byte this build writes and reads: type 1, version 1.
 pub const ENVELOPE_FORMAT: u8 = 0x11;
+/// The first byte of an envelope as this device *stores* it with packed attachments (see
+/// `attachments`): this byte, the canonical body, the signature, then the packed attachments.
+/// Never sent: peers get the canonical encoding.
+const STORED_PACKED_FORMAT: u8 = 0x19;
 /// Largest payload, in bytes (1 MiB). Larger changes are split into several envelopes.
 pub const MAX_PAYLOAD_LEN: u32 = 1 << 20;
 /// Most parents an envelope may name besides its author's previous one.
@@ -136,88 +146,6 @@ impl PartialEq for Envelope {
 
 impl Eq for Envelope {}
 
-/// An envelope's attachments in one buffer (a history envelope carries up to 16,384 visits: one
-/// allocation each cost ~40 bytes a visit and a long cold open). Attachment `i` is
-/// `data[end(i - 1)..end(i)]`; a redacted one is zeroed in place and flagged, and the buffer is
-/// compacted once most of it is redacted.
-#[derive(Clone, Debug, Default)]
-struct Attachments {
-    data: Vec<u8>,
-    /// End offsets, with [`REDACTED`] set on redacted ones.
-    ends: Vec<u32>,
-    redacted_bytes: usize,
-}
-
-/// Flag on an end offset: that attachment is redacted (attachments total at most 4 MiB, so the
-/// offsets never reach this bit).
-const REDACTED: u32 = 1 << 31;
-
-impl Attachments {
-    fn with_capacity(count: usize, bytes: usize) -> Self {
-        Self { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(count), redacted_bytes: 0 }
-    }
-
-    /// Appends one (empty = redacted).
-    fn push(&mut self, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
-        let end = u32::try_from(self.data.len()).unwrap_or(u32::MAX) & !REDACTED;
-        self.ends.push(if bytes.is_empty() { end | REDACTED } else { end });
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn range(&self, index: usize) -> Option<(usize, usize, bool)> {
-        let end = *self.ends.get(index)?;
-        let start = match index.checked_sub(1) {
-            Some(before) => self.ends.get(before).map_or(0, |e| e & !REDACTED),
-            None => 0,
-        };
-        Some((start as usize, (end & !REDACTED) as usize, end & REDACTED != 0))
-    }
-
-    /// Attachment `index`: `Some(None)` where redacted, `None` past the end.
-    fn get(&self, index: usize) -> Option<Option<&[u8]>> {
-        let (start, end, redacted) = self.range(index)?;
-        Some(if redacted { None } else { self.data.get(start..end) })
-    }
-
-    fn iter(&self) -> impl ExactSizeIterator<Item = Option<&[u8]>> + '_ {
-        (0..self.len()).map(|i| self.get(i).flatten())
-    }
-
-    /// Redacts attachment `index` (zeroed at once; the space is reclaimed once most of the
-    /// buffer is redacted). Returns whether it was present.
-    fn redact(&mut self, index: usize) -> bool {
-        let Some((start, end, false)) = self.range(index) else { return false };
-        if let Some(bytes) = self.data.get_mut(start..end) {
-            bytes.fill(0);
-        }
-        if let Some(e) = self.ends.get_mut(index) {
-            *e |= REDACTED;
-        }
-        self.redacted_bytes = self.redacted_bytes.saturating_add(end.saturating_sub(start));
-        if self.redacted_bytes.saturating_mul(2) > self.data.len() {
-            let mut compact =
-                Attachments::with_capacity(self.len(), self.data.len().saturating_sub(self.redacted_bytes));
-            for attachment in self.iter() {
-                compact.push(attachment.unwrap_or_default());
-            }
-            *self = compact;
-        }
-        true
-    }
-}
-
-impl PartialEq for Attachments {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for Attachments {}
-
 /// The hash that commits to an attachment.
 pub fn attachment_hash(attachment: &[u8]) -> Hash {
     Hash::digest(context::ATTACHMENT, &[attachment])
@@ -284,25 +212,28 @@ impl Envelope {
         let parents: Vec<[u8; 32]> = self.parents.iter().map(|p| *p.as_bytes()).collect();
         w.hashes(&parents).bytes_u32(&self.payload);
         w.u32(u32::try_from(self.attachments.len()).unwrap_or(u32::MAX));
-        for index in 0..self.attachments.len() {
-            w.raw(self.attachment_hash_at(index).as_bytes());
+        if self.attachment_hashes.len() == self.attachments.len() {
+            for hash in &self.attachment_hashes {
+                w.raw(hash.as_bytes());
+            }
+            return;
+        }
+        // Recomputed in one pass (a packed form inflates each block once, not once a visit).
+        for (index, attachment) in self.attachments.iter().enumerate() {
+            let hash = match attachment {
+                Some(bytes) => attachment_hash(&bytes),
+                None => self.withheld_hash(index),
+            };
+            w.raw(hash.as_bytes());
         }
     }
 
-    /// The hash the body lists for attachment `index`.
-    fn attachment_hash_at(&self, index: usize) -> Hash {
-        if let Some(listed) = self.attachment_hashes.get(index) {
-            return *listed;
-        }
-        match self.attachments.get(index) {
-            Some(Some(bytes)) => attachment_hash(bytes),
-            // Withheld (or past the end, which the callers never ask for).
-            _ => u32::try_from(index)
-                .ok()
-                .and_then(|i| self.withheld_hashes.binary_search_by_key(&i, |(at, _)| *at).ok())
-                .and_then(|at| self.withheld_hashes.get(at))
-                .map_or(Hash::ZERO, |(_, hash)| *hash),
-        }
+    fn withheld_hash(&self, index: usize) -> Hash {
+        u32::try_from(index)
+            .ok()
+            .and_then(|i| self.withheld_hashes.binary_search_by_key(&i, |(at, _)| *at).ok())
+            .and_then(|at| self.withheld_hashes.get(at))
+            .map_or(Hash::ZERO, |(_, hash)| *hash)
     }
 
     /// Once the attachments are known to match the listed hashes: keeps only the hashes of the
@@ -316,7 +247,7 @@ impl Envelope {
         self.withheld_hashes = listed
             .into_iter()
             .enumerate()
-            .filter(|(index, _)| matches!(self.attachments.get(*index), Some(None)))
+            .filter(|(index, _)| matches!(self.attachments.len_of(*index), Some(None)))
             .filter_map(|(index, hash)| Some((u32::try_from(index).ok()?, hash)))
             .collect();
     }
@@ -326,7 +257,9 @@ impl Envelope {
         let prev = if self.prev.is_some() { 32 } else { 0 };
         // format, kind, author, seq, hlc, parent count, payload length, attachment count, signature
         const FIXED: usize = 1 + 1 + 32 + 8 + Timestamp::ENCODED_LEN + 1 + 4 + 4 + 64;
-        let attachments: usize = self.attachments.iter().map(|a| a.map_or(0, <[u8]>::len).saturating_add(4)).sum();
+        let attachments: usize = (0..self.attachments.len())
+            .map(|i| self.attachments.len_of(i).flatten().unwrap_or(0).saturating_add(4))
+            .sum();
         FIXED
             .saturating_add(prev)
             .saturating_add(32usize.saturating_mul(self.parents.len()))
@@ -348,8 +281,38 @@ impl Envelope {
         self.write_body(w);
         w.raw(&self.signature);
         for attachment in self.attachments.iter() {
-            w.bytes_u32(attachment.unwrap_or_default());
+            w.bytes_u32(attachment.as_deref().unwrap_or_default());
         }
+    }
+
+    /// Appends the form this device stores: the canonical encoding, or with `pack` the packed
+    /// one (see `attachments`; an envelope held packed is written packed regardless).
+    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) {
+        let Some(spec) = self.attachments.packed_spec().or(pack.filter(|_| self.attachments.len() > 0)) else {
+            return self.write_to(w);
+        };
+        w.u8(STORED_PACKED_FORMAT);
+        self.write_body(w);
+        w.raw(&self.signature);
+        self.attachments.write_packed(spec, w);
+    }
+
+    /// Decodes what [`Envelope::write_stored_to`] wrote. Only for this device's own storage, read
+    /// under its MAC (a packed form's blocks are not inflated here).
+    pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let Some((&STORED_PACKED_FORMAT, rest)) = bytes.split_first() else { return Self::decode(bytes) };
+        if rest.len() > MAX_ENVELOPE_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "envelope",
+                len: rest.len() as u64,
+                max: MAX_ENVELOPE_LEN as u64,
+            });
+        }
+        let mut r = Reader::new(rest);
+        let (mut envelope, count) = Self::read_signed(&mut r)?;
+        envelope.attachments = Attachments::read_packed(&mut r, count)?;
+        r.finish("stored envelope")?;
+        Ok(envelope)
     }
 
     /// Decodes untrusted bytes (the whole input must be one envelope).
@@ -367,7 +330,9 @@ impl Envelope {
         Ok(envelope)
     }
 
-    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// Reads everything up to and including the signature; returns the envelope (without its
+    /// attachments) and how many attachments follow.
+    fn read_signed(r: &mut Reader<'_>) -> Result<(Self, usize), DecodeError> {
         let start = r.position();
         r.format("envelope", ENVELOPE_FORMAT)?;
         let kind = r.u8("envelope kind")?;
@@ -401,6 +366,25 @@ impl Envelope {
         let body = r.consumed().get(start..).unwrap_or_default();
         let id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body]));
         let signature = r.array("envelope signature")?;
+        let envelope = Self {
+            kind,
+            author,
+            seq,
+            prev,
+            hlc,
+            parents,
+            payload,
+            attachment_hashes,
+            withheld_hashes: Vec::new(),
+            attachments: Attachments::default(),
+            signature,
+            id,
+        };
+        Ok((envelope, count))
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let (mut envelope, count) = Self::read_signed(r)?;
         let mut attachments = Attachments::with_capacity(count, r.remaining());
         let mut total = 0usize;
         for _ in 0..count {
@@ -415,20 +399,8 @@ impl Envelope {
             }
             attachments.push(attachment);
         }
-        Ok(Self {
-            kind,
-            author,
-            seq,
-            prev,
-            hlc,
-            parents,
-            payload,
-            attachment_hashes,
-            withheld_hashes: Vec::new(),
-            attachments,
-            signature,
-            id,
-        })
+        envelope.attachments = attachments;
+        Ok(envelope)
     }
 
     /// Checks that the author may write this envelope and that the signature verifies for the
@@ -446,7 +418,7 @@ impl Envelope {
     fn check_attachments(&self) -> Result<(), VerifyError> {
         for (index, (attachment, hash)) in self.attachments.iter().zip(&self.attachment_hashes).enumerate() {
             if let Some(bytes) = attachment
-                && attachment_hash(bytes) != *hash
+                && attachment_hash(&bytes) != *hash
             {
                 return Err(VerifyError::AttachmentMismatch { index });
             }
@@ -517,37 +489,66 @@ impl VerifiedEnvelope {
     pub fn payload(&self) -> &[u8] {
         &self.0.payload
     }
-    /// The attachments, `None` where redacted.
-    pub fn attachments(&self) -> impl ExactSizeIterator<Item = Option<&[u8]>> + '_ {
+    /// The attachments, `None` where redacted. Borrowed, unless held packed (see
+    /// [`VerifiedEnvelope::pack_attachments`]).
+    pub fn attachments(&self) -> impl ExactSizeIterator<Item = Option<Cow<'_, [u8]>>> + '_ {
         self.0.attachments.iter()
     }
+    /// How many attachments it carries, redacted ones included.
+    pub fn attachment_count(&self) -> usize {
+        self.0.attachments.len()
+    }
     /// Attachment `index`, `None` where redacted or past the end.
-    pub fn attachment(&self, index: usize) -> Option<&[u8]> {
+    pub fn attachment(&self, index: usize) -> Option<Cow<'_, [u8]>> {
         self.0.attachments.get(index).flatten()
     }
+    /// The first `n` bytes of attachment `index` (all of it if shorter), `None` where redacted or
+    /// past the end: borrowed even when held packed, for `n` up to the packed head length.
+    pub fn attachment_prefix(&self, index: usize, n: usize) -> Option<Cow<'_, [u8]>> {
+        self.0.attachments.prefix(index, n)
+    }
+    /// Holds the attachments packed from now on (see `attachments`): for an envelope now
+    /// durable in this device's storage, whose attachments are read far less than kept.
+    pub(crate) fn pack_attachments(&mut self, spec: PackSpec) {
+        self.0.attachments.pack(spec);
+    }
+    /// Whether the attachments are held packed.
+    pub fn attachments_packed(&self) -> bool {
+        self.0.attachments.is_packed()
+    }
+    /// Bytes held in memory for the attachments, packed or not (buffers' contents).
+    pub fn attachments_held_len(&self) -> usize {
+        self.0.attachments.held_len()
+    }
     /// Drops attachment `index` (its hash stays in the signed body, so the envelope still
-    /// verifies; its bytes are zeroed at once). Returns whether anything was dropped.
+    /// verifies; its bytes are gone from memory at once). Returns whether anything was dropped.
     pub fn redact_attachment(&mut self, index: usize) -> bool {
-        // The body must still list its hash: keep it before the bytes go.
-        let hash = self.0.attachment_hash_at(index);
+        self.redact_attachments(&[index]) == 1
+    }
+    /// Drops the attachments at `indices`, as [`VerifiedEnvelope::redact_attachment`] does each,
+    /// in one pass. Returns how many were dropped.
+    pub fn redact_attachments(&mut self, indices: &[usize]) -> usize {
+        // The body must still list their hashes: keep them before the bytes go.
         let listed = !self.0.attachment_hashes.is_empty();
-        if !self.0.attachments.redact(index) {
-            return false;
+        let mut withheld = Vec::new();
+        let count = self.0.attachments.redact_many(indices, |index, bytes| {
+            if !listed && let Ok(at) = u32::try_from(index) {
+                withheld.push((at, attachment_hash(bytes)));
+            }
+        });
+        if !withheld.is_empty() {
+            self.0.withheld_hashes.extend(withheld);
+            self.0.withheld_hashes.sort_unstable_by_key(|(at, _)| *at);
+            self.0.withheld_hashes.dedup_by_key(|(at, _)| *at);
         }
-        if !listed
-            && let Ok(at) = u32::try_from(index)
-            && let Err(slot) = self.0.withheld_hashes.binary_search_by_key(&at, |(i, _)| *i)
-        {
-            self.0.withheld_hashes.insert(slot, (at, hash));
-        }
-        true
+        count
     }
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         self.0.encode()
     }
-    pub(crate) fn write_to(&self, w: &mut Writer) {
-        self.0.write_to(w);
+    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) {
+        self.0.write_stored_to(w, pack);
     }
     /// Size of the encoding.
     pub fn encoded_len(&self) -> usize {

@@ -855,3 +855,95 @@ fn a_large_visit_batch_reports_one_change() {
         }
     }
 }
+
+/// History stored in bulk is stored (and, once stored, held) packed: the heads apart, the text
+/// deflated. Read back, audited, deleted from, served to a peer and stored again, it is the
+/// same history.
+#[test]
+fn history_stored_packed_reads_back_the_same() {
+    let mut net = net(31);
+    let a = net.add_founder("a");
+    let profile = kathon_core::testing::Profile::generate(
+        5,
+        kathon_core::testing::ProfileSize { bookmarks: 0, visits: 300, passwords: 0, tabs: 0 },
+        net.now_ms,
+    );
+    let now = net.now_ms;
+    net.engine(a)
+        .transact(now, |e| {
+            for v in &profile.visits {
+                e.record_visit(&v.url, &v.title, v.at_ms, v.transition)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    // A few more, one at a time: small envelopes stay plain.
+    for v in profile.visits.iter().take(3) {
+        let now = net.now_ms;
+        net.engine(a)
+            .transact(now, |e| e.record_visit(&v.url, "again", v.at_ms + 1, v.transition).map(|_| ()))
+            .unwrap();
+        net.run_for(50);
+    }
+    net.run_for(1_000);
+    let history = |engine: &kathon_core::sync::Engine| {
+        let mut visits: Vec<_> = engine.state().unwrap().history().collect();
+        visits.sort_by(|x, y| x.id.as_bytes().cmp(y.id.as_bytes()));
+        visits
+    };
+    let before = history(net.engine(a));
+    assert_eq!(before.len(), 303);
+    let load = |storage: &std::collections::BTreeMap<RecordKey, Vec<u8>>, now| {
+        let identity = storage[&RecordKey::Identity].clone();
+        let records: Vec<_> =
+            storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
+        kathon_core::sync::Engine::load(Config::default(), &identity, records, [9; 32], now).unwrap()
+    };
+    let loaded = load(&net.nodes[a].storage, net.now_ms);
+    assert_eq!(history(&loaded), before);
+    let state = loaded.state().unwrap();
+    let packed: Vec<bool> = state
+        .envelopes()
+        .filter(|e| e.kind() == kathon_core::model::KIND_HISTORY)
+        .map(kathon_core::envelope::VerifiedEnvelope::attachments_packed)
+        .collect();
+    assert_eq!(packed, [true, false, false, false], "the bulk envelope packed, the single visits not");
+    let bulk = state.envelopes().find(|e| e.attachments_packed()).unwrap();
+    let stored = &net.nodes[a].storage[&RecordKey::Envelope(bulk.id())];
+    assert!(
+        stored.len() * 10 < bulk.encoded_len() * 7,
+        "the packed record ({} bytes) is well under the canonical encoding ({} bytes)",
+        stored.len(),
+        bulk.encoded_len()
+    );
+    assert!(bulk.attachments_held_len() * 10 < bulk.encoded_len() * 7);
+    // Written out again, a packed envelope is the envelope its author signed.
+    assert!(loaded.audit().is_empty(), "{:?}", loaded.audit());
+
+    // Deleting from the loaded replica rewrites the packed record; loaded again, it holds the rest.
+    net.nodes[a].engine = Some(loaded);
+    let doomed: Vec<_> = before.iter().step_by(7).map(|v| v.id).collect();
+    let gone_url = before[1].url.clone();
+    let now = net.now_ms;
+    net.engine(a)
+        .transact(now, |e| {
+            e.delete_visits(&doomed);
+            e.delete_history_url(&gone_url);
+            Ok(())
+        })
+        .unwrap();
+    net.run_for(1_000);
+    let kept: Vec<_> = before.iter().filter(|v| !doomed.contains(&v.id) && v.url != gone_url).cloned().collect();
+    assert!(kept.len() < 270);
+    assert_eq!(history(net.engine(a)), kept);
+    let again = load(&net.nodes[a].storage, net.now_ms);
+    assert_eq!(history(&again), kept);
+    assert!(again.audit().is_empty());
+
+    // A new device gets the packed envelopes as their author signed them.
+    net.nodes[a].engine = Some(again);
+    let b = net.add_paired(a, "b");
+    net.run_for(5_000);
+    assert!(net.converged());
+    assert_eq!(history(net.engine(b)), kept);
+}

@@ -19,6 +19,17 @@ use crate::identity::{DeviceId, IdentityId};
 use crate::model::schema::{ItemId, MAX_TITLE_LEN, MAX_URL_LEN};
 
 const VISIT_FORMAT: u8 = 0x61;
+/// The bytes of a visit attachment that [`Visit::peek`] reads: format, ID, time.
+pub(crate) const VISIT_HEAD_LEN: usize = 1 + 16 + 8;
+/// How this device stores (and, once stored, holds) a history envelope of many visits: the
+/// heads apart, the URLs and titles deflated 64 visits to a block. Measured on the realistic
+/// profile's visits: 129.7 bytes a visit plain, 68.5 packed (blocks of 32: 72.6, of 256: 65.2);
+/// a query inflates ~6 KB per block it reads.
+pub(crate) const VISIT_PACKING: crate::envelope::PackSpec =
+    crate::envelope::PackSpec { head_len: VISIT_HEAD_LEN as u8, per_block: 64 };
+/// Fewer visits than this in one envelope (visits recorded as they happen) are stored plain:
+/// deflating a handful gains little and costs every write.
+pub(crate) const PACK_MIN_VISITS: usize = 16;
 const OP_VISITS: u8 = 1;
 const OP_DELETE: u8 = 2;
 

@@ -340,11 +340,12 @@ impl history::VisitSource for LogVisits<'_> {
     fn visit(&self, at: &AttachmentRef) -> Option<Visit> {
         let envelope = self.0.get(&at.envelope)?;
         let bytes = envelope.attachment(usize::try_from(at.index).ok()?)?;
-        Visit::decode(bytes, *envelope.author()).ok()
+        Visit::decode(&bytes, *envelope.author()).ok()
     }
     fn peek(&self, at: &AttachmentRef) -> Option<(ItemId, u64)> {
-        let bytes = self.0.get(&at.envelope)?.attachment(usize::try_from(at.index).ok()?)?;
-        Visit::peek(bytes).ok()
+        let index = usize::try_from(at.index).ok()?;
+        let bytes = self.0.get(&at.envelope)?.attachment_prefix(index, history::VISIT_HEAD_LEN)?;
+        Visit::peek(&bytes).ok()
     }
 }
 
@@ -492,6 +493,18 @@ impl BrowserState {
     /// Devices quarantined for equivocating.
     pub fn quarantined(&self) -> &BTreeSet<DeviceId> {
         &self.quarantined
+    }
+
+    /// How envelope `id` is to be stored (`None`: as it is), and, where packed, it is held packed
+    /// from now on too (the record is then written from the packed form without deflating
+    /// again). History envelopes of many visits are packed (see `history::VISIT_PACKING`).
+    pub(crate) fn pack_for_storage(&mut self, id: &EnvelopeId) -> Option<crate::envelope::PackSpec> {
+        let envelope = self.log.get_mut(id)?;
+        if envelope.kind() != KIND_HISTORY || envelope.attachment_count() < history::PACK_MIN_VISITS {
+            return None;
+        }
+        envelope.pack_attachments(history::VISIT_PACKING);
+        Some(history::VISIT_PACKING)
     }
 
     /// The envelopes whose stored copies changed (attachments redacted) since last asked.
@@ -685,22 +698,28 @@ impl BrowserState {
                 let author = *envelope.author();
                 match HistoryOp::decode(envelope.payload())? {
                     HistoryOp::Visits => {
-                        let mut visits = Vec::with_capacity(envelope.attachments().len());
-                        for (index, attachment) in envelope.attachments().enumerate() {
-                            if let Some(bytes) = attachment {
-                                let at = AttachmentRef {
-                                    envelope: envelope.id(),
-                                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                                };
-                                // From a peer: every field checked. From our own storage
-                                // (integrity-checked): only what the index needs.
-                                let (id, at_ms) = if trusted {
-                                    Visit::peek(bytes)?
-                                } else {
-                                    let visit = Visit::decode(bytes, author)?;
-                                    (visit.id, visit.visited_at_ms)
-                                };
-                                visits.push((id, at_ms, at));
+                        let count = envelope.attachment_count();
+                        let mut visits = Vec::with_capacity(count);
+                        let at = |index: usize| AttachmentRef {
+                            envelope: envelope.id(),
+                            index: u32::try_from(index).unwrap_or(u32::MAX),
+                        };
+                        if trusted {
+                            // From our own storage (integrity-checked): only what the index
+                            // needs, which a packed envelope holds uninflated.
+                            for index in 0..count {
+                                if let Some(head) = envelope.attachment_prefix(index, history::VISIT_HEAD_LEN) {
+                                    let (id, at_ms) = Visit::peek(&head)?;
+                                    visits.push((id, at_ms, at(index)));
+                                }
+                            }
+                        } else {
+                            // From a peer: every field checked.
+                            for (index, attachment) in envelope.attachments().enumerate() {
+                                if let Some(bytes) = attachment {
+                                    let visit = Visit::decode(&bytes, author)?;
+                                    visits.push((visit.id, visit.visited_at_ms, at(index)));
+                                }
                             }
                         }
                         self.record(envelope);
@@ -715,7 +734,7 @@ impl BrowserState {
                         return Ok(Some(()));
                     }
                     HistoryOp::Delete(deletion) => {
-                        if envelope.attachments().len() > 0 {
+                        if envelope.attachment_count() > 0 {
                             return Err(DecodeError::NonCanonical {
                                 what: "history deletion",
                                 reason: "has attachments",
@@ -750,11 +769,16 @@ impl BrowserState {
     }
 
     fn redact(&mut self, refs: &[AttachmentRef]) {
-        for r in refs {
-            if let Some(envelope) = self.log.get_mut(&r.envelope)
-                && envelope.redact_attachment(r.index as usize)
+        // One call per envelope: a packed one rewrites each block it touches once.
+        let mut refs = refs.to_vec();
+        refs.sort_unstable_by_key(|r| (r.envelope, r.index));
+        for in_envelope in refs.chunk_by(|x, y| x.envelope == y.envelope) {
+            let Some(id) = in_envelope.first().map(|r| r.envelope) else { continue };
+            let indices: Vec<usize> = in_envelope.iter().map(|r| r.index as usize).collect();
+            if let Some(envelope) = self.log.get_mut(&id)
+                && envelope.redact_attachments(&indices) > 0
             {
-                self.redacted.insert(r.envelope);
+                self.redacted.insert(id);
             }
         }
     }

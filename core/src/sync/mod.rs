@@ -605,7 +605,8 @@ impl Engine {
                             DecodeError::Truncated { what: "order", at: 0, needed: 8 },
                         )
                     })?;
-                    let envelope = Envelope::decode(bytes).map_err(|e| LoadError::Torn(record_key.to_text(), e))?;
+                    let envelope =
+                        Envelope::decode_stored(bytes).map_err(|e| LoadError::Torn(record_key.to_text(), e))?;
                     if envelope.id() != *id {
                         return Err(LoadError::Tampered(record_key.to_text()));
                     }
@@ -1292,12 +1293,14 @@ impl Engine {
         let mut envelopes = Vec::new();
         let mut rewritten = Vec::new();
         let stored = self.next_order;
-        let fresh: Vec<&VerifiedEnvelope> =
-            state.envelopes_from(usize::try_from(stored).unwrap_or(usize::MAX)).collect();
-        for envelope in fresh {
-            let record_key = RecordKey::Envelope(envelope.id());
-            puts.push((record_key, storage::seal_envelope_record(&key, &record_key, self.next_order, envelope)));
-            envelopes.push((envelope.id(), *envelope.author(), envelope.seq()));
+        let fresh: Vec<EnvelopeId> =
+            state.envelopes_from(usize::try_from(stored).unwrap_or(usize::MAX)).map(VerifiedEnvelope::id).collect();
+        for id in fresh {
+            let pack = state.pack_for_storage(&id);
+            let Some(envelope) = state.envelope(&id) else { continue };
+            let record_key = RecordKey::Envelope(id);
+            puts.push((record_key, storage::seal_envelope_record(&key, &record_key, self.next_order, envelope, pack)));
+            envelopes.push((id, *envelope.author(), envelope.seq()));
             self.next_order = self.next_order.saturating_add(1);
         }
         for id in state.take_redacted() {
@@ -1307,7 +1310,11 @@ impl Engine {
             }
             if let Some(envelope) = state.envelope(&id) {
                 let record_key = RecordKey::Envelope(id);
-                puts.push((record_key, storage::seal_envelope_record(&key, &record_key, position as u64, envelope)));
+                // Held packed already if it was stored packed; written in the form it is held.
+                puts.push((
+                    record_key,
+                    storage::seal_envelope_record(&key, &record_key, position as u64, envelope, None),
+                ));
                 let count = self.dirty.entry(id).or_insert(0);
                 *count = count.saturating_add(1);
                 rewritten.push(id);

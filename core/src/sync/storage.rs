@@ -126,19 +126,22 @@ pub(crate) fn peek_body(bytes: &[u8]) -> Option<&[u8]> {
     r.bytes_u32(u32::MAX, "record body").ok()
 }
 
-/// Seals an envelope record — body: its place in the apply order, then the envelope — encoding
-/// the envelope straight into the record (a history envelope is up to 4 MiB: one copy, not three).
+/// Seals an envelope record — body: its place in the apply order, then the envelope in its
+/// stored form (`pack`: see `Envelope::write_stored_to`) — encoding the envelope straight into
+/// the record (a history envelope is up to 4 MiB: one copy, not three).
 pub(crate) fn seal_envelope_record(
     storage_key: &[u8; 32],
     key: &RecordKey,
     order: u64,
     envelope: &crate::envelope::VerifiedEnvelope,
+    pack: Option<crate::envelope::PackSpec>,
 ) -> Vec<u8> {
     let kind = kind_of(key);
-    let body_len = envelope.encoded_len().saturating_add(8);
-    let mut w = Writer::with_capacity(body_len.saturating_add(1 + 1 + 4 + 32));
-    w.u8(RECORD_FORMAT).u8(kind).u32(u32::try_from(body_len).unwrap_or(u32::MAX)).u64(order);
-    envelope.write_to(&mut w);
+    let mut w = Writer::with_capacity(envelope.encoded_len().saturating_add(1 + 1 + 4 + 8 + 1 + 32));
+    // The body's length is known once the envelope is written (packing shrinks it).
+    w.u8(RECORD_FORMAT).u8(kind).u32(0).u64(order);
+    envelope.write_stored_to(&mut w, pack);
+    w.set_u32_at(2, u32::try_from(w.len().saturating_sub(6)).unwrap_or(u32::MAX));
     let tag = mac(storage_key, kind, w.as_bytes().get(6..).unwrap_or_default());
     w.raw(&tag);
     w.into_bytes()
