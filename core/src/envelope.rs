@@ -525,8 +525,9 @@ impl VerifiedEnvelope {
     pub fn redact_attachment(&mut self, index: usize) -> bool {
         self.redact_attachments(&[index]) == 1
     }
-    /// Drops the attachments at `indices`, as [`VerifiedEnvelope::redact_attachment`] does each,
-    /// in one pass. Returns how many were dropped.
+    /// Drops the attachments at `indices` (best ascending), as
+    /// [`VerifiedEnvelope::redact_attachment`] does each, in one pass. Returns how many were
+    /// dropped.
     pub fn redact_attachments(&mut self, indices: &[usize]) -> usize {
         // The body must still list their hashes: keep them before the bytes go.
         let listed = !self.0.attachment_hashes.is_empty();
@@ -536,10 +537,11 @@ impl VerifiedEnvelope {
                 withheld.push((at, attachment_hash(bytes)));
             }
         });
-        if !withheld.is_empty() {
-            self.0.withheld_hashes.extend(withheld);
-            self.0.withheld_hashes.sort_unstable_by_key(|(at, _)| *at);
-            self.0.withheld_hashes.dedup_by_key(|(at, _)| *at);
+        // Each in its place (at the end when redacted in ascending order, as callers do).
+        for (at, hash) in withheld {
+            if let Err(slot) = self.0.withheld_hashes.binary_search_by_key(&at, |(i, _)| *i) {
+                self.0.withheld_hashes.insert(slot, (at, hash));
+            }
         }
         count
     }

@@ -909,6 +909,7 @@ fn history_stored_packed_reads_back_the_same() {
         .collect();
     assert_eq!(packed, [true, false, false, false], "the bulk envelope packed, the single visits not");
     let bulk = state.envelopes().find(|e| e.attachments_packed()).unwrap();
+    let bulk_id = bulk.id();
     let stored = &net.nodes[a].storage[&RecordKey::Envelope(bulk.id())];
     assert!(
         stored.len() * 10 < bulk.encoded_len() * 7,
@@ -946,4 +947,26 @@ fn history_stored_packed_reads_back_the_same() {
     net.run_for(5_000);
     assert!(net.converged());
     assert_eq!(history(net.engine(b)), kept);
+
+    // Everything deleted: every block of the packed envelope emptied in one pass; its record
+    // keeps no visit.
+    let now = net.now_ms;
+    net.engine(a)
+        .transact(now, |e| {
+            e.delete_all_history();
+            Ok(())
+        })
+        .unwrap();
+    net.run_for(1_000);
+    assert_eq!(history(net.engine(a)).len(), 0);
+    assert_eq!(history(net.engine(b)).len(), 0);
+    let emptied = load(&net.nodes[a].storage, net.now_ms);
+    assert_eq!(history(&emptied).len(), 0);
+    assert!(emptied.audit().is_empty());
+    let record = &net.nodes[a].storage[&RecordKey::Envelope(bulk_id)];
+    for visit in &before {
+        assert!(!record.windows(16).any(|w| w == visit.id.as_bytes()), "a deleted visit's ID is still stored");
+    }
+    // Left: per visit its hash (in the signed body), its length and its zeroed head.
+    assert!(record.len() < 300 * (32 + 4 + 25) + 1_000, "{} bytes left of the bulk record", record.len());
 }

@@ -182,19 +182,18 @@ impl Attachments {
         self.redact_many(&[index], |_, _| ()) == 1
     }
 
-    /// Redacts the attachments at `indices` (in any order; repeated, redacted and absent ones
+    /// Redacts the attachments at `indices` (best ascending; repeated, redacted and absent ones
     /// are skipped), calling `before(index, bytes)` with each one's bytes just before they go.
     /// Their bytes are gone from memory at once. A packed form inflates and deflates each block
     /// it touches once (deleting all of a 100,000-visit history is one pass, not 100,000).
     /// Returns how many were redacted.
     pub(super) fn redact_many(&mut self, indices: &[usize], mut before: impl FnMut(usize, &[u8])) -> usize {
-        let mut indices = indices.to_vec();
-        indices.sort_unstable();
-        indices.dedup();
+        // Not sorted here (a sort is code in the `.wasm` for each element type): callers pass
+        // them ascending, and a run out of order only costs its block another pass.
         match self {
             Attachments::Plain(plain) => {
                 let mut count = 0usize;
-                for index in indices {
+                for &index in indices {
                     if let Some(Some(bytes)) = plain.get(index) {
                         before(index, bytes);
                         count = count.saturating_add(usize::from(plain.redact(index)));
@@ -445,7 +444,7 @@ impl Packed {
         Some(self.whole(index, &inflated)?.map(Cow::Owned))
     }
 
-    /// Redacts `indices` (ascending, all in block `block`): one inflate and one deflate. An
+    /// Redacts `indices` (all in block `block`): one inflate and one deflate. An
     /// attachment whose block does not inflate is left as it is (it already reads as redacted,
     /// and without its bytes its hash cannot be kept for the body).
     fn redact_in_block(&mut self, block: usize, indices: &[usize], before: &mut impl FnMut(usize, &[u8])) -> usize {
@@ -461,7 +460,7 @@ impl Packed {
             let tail = inflated.get(offset..offset.saturating_add(tail_len)).unwrap_or_default();
             offset = offset.saturating_add(tail_len);
             let Some(len) = self.present_len(index) else { continue };
-            if indices.binary_search(&index).is_err() {
+            if !indices.contains(&index) {
                 kept_tails.extend_from_slice(tail);
                 continue;
             }

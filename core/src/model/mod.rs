@@ -769,9 +769,9 @@ impl BrowserState {
     }
 
     fn redact(&mut self, refs: &[AttachmentRef]) {
-        // One call per envelope: a packed one rewrites each block it touches once.
-        let mut refs = refs.to_vec();
-        refs.sort_unstable_by_key(|r| (r.envelope, r.index));
+        // One call per envelope, so that a packed one rewrites each block it touches once. The
+        // history store lists them envelope by envelope, ascending (its slots are per envelope);
+        // a run out of order would only cost another pass.
         for in_envelope in refs.chunk_by(|x, y| x.envelope == y.envelope) {
             let Some(id) = in_envelope.first().map(|r| r.envelope) else { continue };
             let indices: Vec<usize> = in_envelope.iter().map(|r| r.index as usize).collect();
