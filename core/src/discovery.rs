@@ -37,6 +37,11 @@ pub const ANNOUNCE_INTERVAL_MS: u64 = 30_000;
 pub const EXPIRY_MS: u64 = 90_000;
 /// Most bridges remembered.
 pub const MAX_CACHE: usize = 256;
+/// Most bridges remembered from one IP address. A machine runs one bridge, a few at most; without
+/// this cap one host announcing invented bridges pushed the real ones out of the cache (seen in
+/// the LAN flood test: a newcomer found, then evicted by 1,000 forged bridges, and not heard of
+/// again until its next periodic announcement 30 s later).
+pub const MAX_PER_ADDRESS: usize = 4;
 const MIN_REPLY_GAP_MS: u64 = 50;
 const AMPLIFICATION: usize = 3;
 const BUDGET_CAP: usize = 64 * 1024;
@@ -244,10 +249,18 @@ impl Discovery {
                 if changed && !self.cache.contains_key(&bridge) {
                     // A newcomer: let it find us now, not in 30 s.
                     self.announce_due = true;
-                    if self.cache.len() >= MAX_CACHE
-                        && let Some(oldest) = self.cache.iter().min_by_key(|(_, n)| n.seen_ms).map(|(b, _)| *b)
-                    {
-                        self.cache.remove(&oldest);
+                    // Room for it: from its own address first (see MAX_PER_ADDRESS), else the
+                    // longest unheard.
+                    let same_address = || self.cache.iter().filter(|(_, n)| n.addr.ip() == from.ip());
+                    let evict = if same_address().count() >= MAX_PER_ADDRESS {
+                        same_address().min_by_key(|(_, n)| n.seen_ms).map(|(b, _)| *b)
+                    } else if self.cache.len() >= MAX_CACHE {
+                        self.cache.iter().min_by_key(|(_, n)| n.seen_ms).map(|(b, _)| *b)
+                    } else {
+                        None
+                    };
+                    if let Some(evicted) = evict {
+                        self.cache.remove(&evicted);
                     }
                 }
                 self.cache.insert(bridge, neighbour.clone());
@@ -402,11 +415,32 @@ mod tests {
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&i.to_be_bytes());
             let p = Packet::Announce { bridge: id, relay_port: 1, topics: vec![] }.encode();
-            d.handle_packet(&p, addr(2), u64::from(i));
+            let from = SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8], 7711));
+            d.handle_packet(&p, from, u64::from(i));
         }
         assert_eq!(d.neighbours().count(), MAX_CACHE);
         d.expire(1000 + EXPIRY_MS);
         assert_eq!(d.neighbours().count(), 0);
+    }
+
+    /// One host announcing a thousand invented bridges keeps at most four in the cache and
+    /// pushes out no bridge of another host, whenever that one was heard.
+    #[test]
+    fn one_host_cannot_flood_the_others_out_of_the_cache() {
+        let mut d = Discovery::new([1; 16], 9001, 0);
+        let real = Packet::Announce { bridge: [7; 16], relay_port: 2, topics: vec![] }.encode();
+        assert!(d.handle_packet(&real, addr(4), 0).is_some());
+        for i in 0..1000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let forged = Packet::Announce { bridge: id, relay_port: 1, topics: vec![] }.encode();
+            // From ever-changing ports of one address.
+            d.handle_packet(&forged, SocketAddr::from(([10, 0, 0, 3], 40_000 + (i % 1000) as u16)), 1 + u64::from(i));
+        }
+        assert!(d.neighbours().any(|(b, _)| *b == [7; 16]), "the real bridge was pushed out");
+        let from_attacker = d.neighbours().filter(|(_, n)| n.addr.ip() == addr(3).ip()).count();
+        assert_eq!(from_attacker, MAX_PER_ADDRESS);
+        assert_eq!(d.neighbours().count(), 1 + MAX_PER_ADDRESS);
     }
 
     #[test]

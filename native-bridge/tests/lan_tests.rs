@@ -466,6 +466,18 @@ fn a_flood_of_garbage_and_spoofed_packets_is_survived() {
         .map_or(0, |n| n.iter().filter(|b| b["addr"] == "203.0.113.7").count());
     assert_eq!(off_link_neighbours, 0, "a bridge announced from off the link is never a neighbour");
     assert!(cached <= kathon_core::discovery::MAX_CACHE, "the cache is bounded");
+    let cached_from = |machine: usize| {
+        status["bridge"]["discovery"]["neighbours"]
+            .as_array()
+            .map_or(0, |n| n.iter().filter(|b| b["addr"] == lan.addr(machine).to_string()).count())
+    };
+    assert!(
+        cached_from(3) <= kathon_core::discovery::MAX_PER_ADDRESS,
+        "the attacker's 1,000 invented bridges hold at most {} places, not {}",
+        kathon_core::discovery::MAX_PER_ADDRESS,
+        cached_from(3)
+    );
+    assert_eq!((cached_from(2), cached_from(4)), (1, 1), "the real bridges stay cached");
     let (bytes_in, bytes_out) = (stats["bytes_in"].as_u64().unwrap(), stats["bytes_out"].as_u64().unwrap());
     assert!(bytes_out <= 3 * bytes_in, "never more out than 3x in: {bytes_out} > 3 x {bytes_in}");
     assert!(rss_after < rss_before + 64 * 1024, "memory grew from {rss_before} kB to {rss_after} kB");
