@@ -29,6 +29,9 @@ const REDACTED: u32 = 1 << 31;
 /// The longest head a packed form keeps apart.
 pub(crate) const MAX_HEAD_LEN: u8 = 64;
 
+/// A packed form's block, inflated (`None` inside: it did not inflate), by index.
+pub(crate) type HeldBlock = Option<(usize, Option<Vec<u8>>)>;
+
 /// How to pack: see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PackSpec {
@@ -143,9 +146,28 @@ impl Attachments {
     /// Attachment `index`: `Some(None)` where redacted, `None` past the end. A packed one whose
     /// block cannot be inflated reads as redacted (this device wrote it, under a MAC: a bug).
     pub(super) fn get(&self, index: usize) -> Option<Option<Cow<'_, [u8]>>> {
+        self.get_with_block(index, &mut None)
+    }
+
+    /// [`Attachments::get`], inflating a packed form's block into `held` unless it holds that
+    /// block already: reading neighbours one by one inflates each block once, not once each.
+    pub(super) fn get_with_block(&self, index: usize, held: &mut HeldBlock) -> Option<Option<Cow<'_, [u8]>>> {
         match self {
             Attachments::Plain(plain) => plain.get(index).map(|a| a.map(Cow::Borrowed)),
-            Attachments::Packed(packed) => packed.get(index),
+            Attachments::Packed(packed) => {
+                let Some(len) = packed.present_len(index) else {
+                    return (index < packed.lens.len()).then_some(None);
+                };
+                if len <= usize::from(packed.spec.head_len) {
+                    return Some(packed.head(index).and_then(|h| h.get(..len)).map(Cow::Borrowed));
+                }
+                let block = packed.spec.block_of(index);
+                if held.as_ref().is_none_or(|(at, _)| *at != block) {
+                    *held = Some((block, packed.inflate(block)));
+                }
+                let Some(inflated) = held.as_ref().and_then(|(_, b)| b.as_deref()) else { return Some(None) };
+                Some(packed.whole(index, inflated).flatten().map(Cow::Owned))
+            }
         }
     }
 
@@ -163,7 +185,7 @@ impl Attachments {
                     let head = packed.head(index)?;
                     return Some(Cow::Borrowed(head.get(..n.min(len))?));
                 }
-                match packed.get(index)?? {
+                match self.get(index)?? {
                     Cow::Owned(mut whole) => {
                         whole.truncate(n);
                         Some(Cow::Owned(whole))
@@ -439,17 +461,6 @@ impl Packed {
         Some(Some(whole))
     }
 
-    fn get(&self, index: usize) -> Option<Option<Cow<'_, [u8]>>> {
-        let Some(len) = self.present_len(index) else {
-            return if index < self.lens.len() { Some(None) } else { None };
-        };
-        if len <= usize::from(self.spec.head_len) {
-            return Some(self.head(index).and_then(|h| h.get(..len)).map(Cow::Borrowed));
-        }
-        let Some(inflated) = self.inflate(self.spec.block_of(index)) else { return Some(None) };
-        Some(self.whole(index, &inflated)?.map(Cow::Owned))
-    }
-
     /// Redacts `indices` (all in block `block`): one inflate and one deflate. An
     /// attachment whose block does not inflate is left as it is (it already reads as redacted,
     /// and without its bytes its hash cannot be kept for the body).
@@ -532,8 +543,7 @@ impl Deflater {
 pub(crate) struct Iter<'a> {
     attachments: &'a Attachments,
     next: usize,
-    /// A packed form's current block, inflated (`None` inside: it did not inflate).
-    block: Option<(usize, Option<Vec<u8>>)>,
+    block: HeldBlock,
 }
 
 impl<'a> Iterator for Iter<'a> {
@@ -541,25 +551,9 @@ impl<'a> Iterator for Iter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let index = self.next;
-        if index >= self.attachments.len() {
-            return None;
-        }
+        let item = self.attachments.get_with_block(index, &mut self.block)?;
         self.next = index.saturating_add(1);
-        match self.attachments {
-            Attachments::Plain(plain) => Some(plain.get(index).flatten().map(Cow::Borrowed)),
-            Attachments::Packed(packed) => {
-                let Some(len) = packed.present_len(index) else { return Some(None) };
-                if len <= usize::from(packed.spec.head_len) {
-                    return Some(packed.head(index).and_then(|h| h.get(..len)).map(Cow::Borrowed));
-                }
-                let block = packed.spec.block_of(index);
-                if self.block.as_ref().is_none_or(|(held, _)| *held != block) {
-                    self.block = Some((block, packed.inflate(block)));
-                }
-                let Some(inflated) = self.block.as_ref().and_then(|(_, b)| b.as_deref()) else { return Some(None) };
-                Some(packed.whole(index, inflated).flatten().map(Cow::Owned))
-            }
-        }
+        Some(item)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

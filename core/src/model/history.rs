@@ -674,14 +674,20 @@ impl HistoryStore {
             HistoryDeletion::Visits(ids) => ids.iter().filter_map(|id| self.by_id.get(id, keys)).collect(),
             HistoryDeletion::Range { from_ms, to_ms } => self.by_time.during(*from_ms, *to_ms),
             HistoryDeletion::All { up_to_ms } => self.by_time.during(0, *up_to_ms),
-            HistoryDeletion::Url { .. } => self
-                .by_id
-                .unordered()
-                .filter(|at| {
-                    keys.peek(*at)
-                        .is_some_and(|(id, at_ms)| deletion.matches(identity, id, at_ms, &|| self.read(*at, source)))
-                })
-                .collect(),
+            HistoryDeletion::Url { .. } => {
+                // Read in storage order: a packed envelope's blocks are then inflated once each
+                // (the source keeps the last one), not once a visit as in ID order.
+                let mut candidates: Vec<Stored> = self.by_id.unordered().collect();
+                candidates.sort_unstable();
+                candidates
+                    .into_iter()
+                    .filter(|at| {
+                        keys.peek(*at).is_some_and(|(id, at_ms)| {
+                            deletion.matches(identity, id, at_ms, &|| self.read(*at, source))
+                        })
+                    })
+                    .collect()
+            }
         };
         doomed.sort_unstable();
         doomed.dedup();

@@ -333,18 +333,29 @@ impl core::fmt::Debug for BrowserState {
 }
 
 /// The envelope log as the source of visits' bytes (the history index keeps only where they are).
-#[derive(Clone, Copy)]
-struct LogVisits<'a>(&'a BTreeMap<EnvelopeId, VerifiedEnvelope>);
+/// Keeps the packed block it last inflated: reads in storage or time order take each block once.
+struct LogVisits<'a> {
+    log: &'a BTreeMap<EnvelopeId, VerifiedEnvelope>,
+    cache: std::cell::RefCell<crate::envelope::BlockCache>,
+}
+
+impl<'a> LogVisits<'a> {
+    fn new(log: &'a BTreeMap<EnvelopeId, VerifiedEnvelope>) -> Self {
+        Self { log, cache: Default::default() }
+    }
+}
 
 impl history::VisitSource for LogVisits<'_> {
     fn visit(&self, at: &AttachmentRef) -> Option<Visit> {
-        let envelope = self.0.get(&at.envelope)?;
-        let bytes = envelope.attachment(usize::try_from(at.index).ok()?)?;
+        let envelope = self.log.get(&at.envelope)?;
+        let index = usize::try_from(at.index).ok()?;
+        let mut cache = self.cache.try_borrow_mut().ok()?;
+        let bytes = envelope.attachment_cached(index, &mut cache)?;
         Visit::decode(&bytes, *envelope.author()).ok()
     }
     fn peek(&self, at: &AttachmentRef) -> Option<(ItemId, u64)> {
         let index = usize::try_from(at.index).ok()?;
-        let bytes = self.0.get(&at.envelope)?.attachment_prefix(index, history::VISIT_HEAD_LEN)?;
+        let bytes = self.log.get(&at.envelope)?.attachment_prefix(index, history::VISIT_HEAD_LEN)?;
         Visit::peek(&bytes).ok()
     }
 }
@@ -541,7 +552,7 @@ impl BrowserState {
     /// Ends a run of [`BrowserState::restore`]s: indexes what they staged. Until then the
     /// history shows none of the restored visits.
     pub fn finish_restore(&mut self) {
-        self.history.settle(&LogVisits(&self.log));
+        self.history.settle(&LogVisits::new(&self.log));
     }
 
     /// Advances local time: applies envelopes whose timestamps were too far ahead. Returns the
@@ -724,11 +735,11 @@ impl BrowserState {
                         }
                         self.record(envelope);
                         if trusted {
-                            let redact = self.history.stage(&self.identity, visits, &LogVisits(&self.log));
+                            let redact = self.history.stage(&self.identity, visits, &LogVisits::new(&self.log));
                             self.redact(&redact);
                             return Ok(Some(()));
                         }
-                        let (added, redact) = self.history.add(&self.identity, visits, &LogVisits(&self.log));
+                        let (added, redact) = self.history.add(&self.identity, visits, &LogVisits::new(&self.log));
                         self.redact(&redact);
                         self.visits_changed(added, author, false);
                         return Ok(Some(()));
@@ -742,7 +753,7 @@ impl BrowserState {
                             .into());
                         }
                         self.record(envelope);
-                        let redact = self.history.delete(&self.identity, deletion, &LogVisits(&self.log));
+                        let redact = self.history.delete(&self.identity, deletion, &LogVisits::new(&self.log));
                         self.redact(&redact);
                         self.events.push_back(Event::Changed {
                             kind: ChangeKind::History,
@@ -1050,17 +1061,17 @@ impl BrowserState {
 
     /// Visits, most recent first.
     pub fn history(&self) -> impl Iterator<Item = Visit> + '_ {
-        self.history.recent(LogVisits(&self.log))
+        self.history.recent(LogVisits::new(&self.log))
     }
 
     /// Visits whose URL or title contains `needle`, most recent first, decoded as they are read.
     pub fn search_history<'a>(&'a self, needle: &str) -> impl Iterator<Item = Visit> + 'a {
-        self.history.search(needle, LogVisits(&self.log))
+        self.history.search(needle, LogVisits::new(&self.log))
     }
 
     /// One visit.
     pub fn visit(&self, id: &ItemId) -> Option<Visit> {
-        self.history.get(id, &LogVisits(&self.log))
+        self.history.get(id, &LogVisits::new(&self.log))
     }
 
     /// Number of visits.
@@ -1190,7 +1201,7 @@ impl BrowserState {
     /// The encoded document state: the `yrs` document and the history store.
     pub fn encode_state(&self) -> Vec<u8> {
         let mut out = self.doc.transact().encode_state_as_update_v1(&StateVector::default());
-        out.extend_from_slice(&self.history.encode(&LogVisits(&self.log)));
+        out.extend_from_slice(&self.history.encode(&LogVisits::new(&self.log)));
         out
     }
 
@@ -1797,7 +1808,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         for deletion in deletions {
             let envelope =
                 state.sign_and_apply(KIND_HISTORY, HistoryOp::Delete(deletion.clone()).encode(), Vec::new())?;
-            let redact = state.history.delete(&state.identity, deletion, &LogVisits(&state.log));
+            let redact = state.history.delete(&state.identity, deletion, &LogVisits::new(&state.log));
             state.redact(&redact);
             state.events.push_back(Event::Changed {
                 kind: ChangeKind::History,
@@ -1841,7 +1852,7 @@ impl BrowserState {
                 (v.0, v.1, AttachmentRef { envelope: envelope.id(), index: u32::try_from(i).unwrap_or(u32::MAX) })
             })
             .collect();
-        let (added, redact) = self.history.add(&self.identity, refs, &LogVisits(&self.log));
+        let (added, redact) = self.history.add(&self.identity, refs, &LogVisits::new(&self.log));
         self.redact(&redact);
         self.visits_changed(added, self.device_id, true);
         Ok(envelope)
