@@ -28,20 +28,13 @@ fn main() {
     let profile = Profile::generate(kathon_benches::SEED, size, now);
     let mut engine = Engine::create_identity(Config::default(), "history", [7; 32], now).unwrap();
     kathon_benches::load_profile(&mut engine, &profile, now);
-    while engine.poll_event().is_some() {}
-    let mut records = Vec::new();
-    while let Some(batch) = engine.poll_storage() {
-        records.extend(batch.puts.iter().cloned());
-        engine.handle_storage_done(batch.id);
-    }
+    let mut stored = std::collections::BTreeMap::new();
+    kathon_benches::drain_storage(&mut engine, |key, body| {
+        stored.insert(*key, body.to_vec()); // the last write of a key wins, as in a store
+    });
     drop(engine);
-    let identity_record = records
-        .iter()
-        .rev()
-        .find(|(k, _)| *k == RecordKey::Identity)
-        .map(|(_, v)| v.clone())
-        .expect("an identity record");
-    let records: Vec<(RecordKey, Vec<u8>)> = records.into_iter().filter(|(k, _)| *k != RecordKey::Identity).collect();
+    let identity_record = stored.remove(&RecordKey::Identity).expect("an identity record");
+    let records: Vec<(RecordKey, Vec<u8>)> = stored.into_iter().collect();
 
     let started = Instant::now();
     let mut engine = Engine::load(Config::default(), &identity_record, records, [9; 32], now).unwrap();

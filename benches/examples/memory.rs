@@ -195,13 +195,7 @@ fn main() {
     let mut engine = Engine::create_identity(Config::default(), "memory", [7; 32], now).unwrap();
     kathon_benches::load_profile(&mut engine, &profile, now);
     // Read the events as a driver does (one per visit and bookmark: ~106,000).
-    while engine.poll_event().is_some() {}
-    while let Some(batch) = engine.poll_storage() {
-        for (key, body) in &batch.puts {
-            append(&mut file, key, body);
-        }
-        engine.handle_storage_done(batch.id);
-    }
+    kathon_benches::drain_storage(&mut engine, |key, body| append(&mut file, key, body));
     file.sync_all().unwrap();
     drop(file);
     let kathon_load_peak = peak() - base;

@@ -89,6 +89,22 @@ pub fn load_profile(engine: &mut kathon_core::sync::Engine, profile: &kathon_cor
     engine.transact(now_ms, |e| e.set_device_layout(&profile.layout)).unwrap();
 }
 
+/// Reads an engine's pending events and storage batches as a driver does, handing each record
+/// written to `each` (in order: a later write of a key replaces an earlier one) and completing
+/// the batch.
+pub fn drain_storage(
+    engine: &mut kathon_core::sync::Engine,
+    mut each: impl FnMut(&kathon_core::sync::RecordKey, &[u8]),
+) {
+    while engine.poll_event().is_some() {}
+    while let Some(batch) = engine.poll_storage() {
+        for (key, body) in &batch.puts {
+            each(key, body);
+        }
+        engine.handle_storage_done(batch.id);
+    }
+}
+
 /// The clock the profile benches run at (the generated visits end here).
 pub const PROFILE_NOW: u64 = 1_764_000_000_000;
 

@@ -285,25 +285,33 @@ impl Envelope {
         w.into_bytes()
     }
 
-    /// Appends the canonical encoding to `w` (storage writes it straight into its record).
-    pub(crate) fn write_to(&self, w: &mut Writer) {
+    /// Appends the canonical encoding to `w` (storage writes it straight into its record);
+    /// returns where the body lies in `w`.
+    pub(crate) fn write_to(&self, w: &mut Writer) -> core::ops::Range<usize> {
+        let start = w.len();
         self.write_body(w);
+        let body = start..w.len();
         w.raw(&self.signature);
         for attachment in self.attachments.iter() {
             w.bytes_u32(attachment.as_deref().unwrap_or_default());
         }
+        body
     }
 
     /// Appends the form this device stores: the canonical encoding, or with `pack` the packed
     /// one (see `attachments`; an envelope held packed is written packed regardless).
-    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) {
+    /// Returns where the body (the part that hashes to the ID) lies in `w`.
+    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) -> core::ops::Range<usize> {
         let Some(spec) = self.attachments.packed_spec().or(pack.filter(|_| self.attachments.len() > 0)) else {
             return self.write_to(w);
         };
         w.u8(STORED_PACKED_FORMAT);
+        let start = w.len();
         self.write_body(w);
+        let body = start..w.len();
         w.raw(&self.signature);
         self.attachments.write_packed(spec, w);
+        body
     }
 
     /// Decodes what [`Envelope::write_stored_to`] wrote. Only for this device's own storage, read
@@ -322,6 +330,12 @@ impl Envelope {
         envelope.attachments = Attachments::read_packed(&mut r, count)?;
         r.finish("stored envelope")?;
         Ok(envelope)
+    }
+
+    /// Damages packed block `block` (see `testing::break_packed_block`).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn break_packed_block(&mut self, block: usize) -> bool {
+        self.attachments.break_block(block)
     }
 
     /// Decodes untrusted bytes (the whole input must be one envelope).
@@ -398,14 +412,7 @@ impl Envelope {
         let mut total = 0usize;
         for _ in 0..count {
             let attachment = r.bytes_u32(MAX_ATTACHMENT_LEN, "envelope attachment")?;
-            total = total.saturating_add(attachment.len());
-            if total > MAX_ATTACHMENTS_TOTAL {
-                return Err(DecodeError::TooLarge {
-                    what: "envelope attachments",
-                    len: total as u64,
-                    max: MAX_ATTACHMENTS_TOTAL as u64,
-                });
-            }
+            total = attachments::add_to_attachments_total(total, attachment.len())?;
             attachments.push(attachment);
         }
         envelope.attachments = attachments;
@@ -565,8 +572,13 @@ impl VerifiedEnvelope {
     pub fn encode(&self) -> Vec<u8> {
         self.0.encode()
     }
-    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) {
-        self.0.write_stored_to(w, pack);
+    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) -> core::ops::Range<usize> {
+        self.0.write_stored_to(w, pack)
+    }
+    /// Whether `body` (as written by `write_stored_to`) hashes to this envelope's ID: false only
+    /// if an attachment can no longer be read (its hash would be written as zero).
+    pub(crate) fn is_own_body(&self, body: &[u8]) -> bool {
+        Hash::digest(context::ENVELOPE_ID, &[body]) == self.0.id.0
     }
     /// Size of the encoding.
     pub fn encoded_len(&self) -> usize {

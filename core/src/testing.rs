@@ -633,3 +633,27 @@ pub fn ingest_envelopes(data: &[u8]) {
     let _ = state.encode_state();
     let _ = state.to_json();
 }
+
+/// Damages a stored packed envelope record as only a bug could (records are MAC'd): its block
+/// `block` replaced by bytes that do not inflate, the body (and so the ID) left as it was, sealed
+/// again under the storage key found in `identity_record`. `None` if the record is not a packed
+/// envelope record with that block.
+pub fn break_packed_block(
+    identity_record: &[u8],
+    key: crate::sync::RecordKey,
+    record: &[u8],
+    block: usize,
+) -> Option<Vec<u8>> {
+    use crate::sync::storage;
+    let bundle = crate::sync::IdentityBundle::decode(storage::peek_body(identity_record)?).ok()?;
+    let body = storage::open_record(&bundle.storage_key, &key, record).ok()?;
+    let (order, stored) = storage::split_envelope_body(body)?;
+    let mut envelope = crate::envelope::Envelope::decode_stored(stored).ok()?;
+    if !envelope.break_packed_block(block) {
+        return None;
+    }
+    let mut w = crate::codec::Writer::with_capacity(record.len());
+    w.u64(order);
+    envelope.write_stored_to(&mut w, None);
+    Some(storage::seal_record(&bundle.storage_key, &key, w.as_bytes()))
+}

@@ -443,19 +443,16 @@ fn stored_records_are_checked_on_load() {
     assert!(load(moved).is_err());
 }
 
-/// Bytes needed to bring B up to date after `k` changes on A, both holding the 100,000-visit
-/// profile; and the number of frames.
-fn delta_cost(k: usize) -> (u64, u64, u64) {
-    let mut net = net(20 + k as u64);
-    let a = net.add_founder("a");
-    let b = net.add_paired(a, "b");
+/// Generates a profile of `visits` visits from `seed` and records them all on `node` in one
+/// transaction (one envelope); returns the profile.
+fn record_visits(net: &mut SimNet, node: usize, seed: u64, visits: usize) -> kathon_core::testing::Profile {
     let profile = kathon_core::testing::Profile::generate(
-        1,
-        kathon_core::testing::ProfileSize { bookmarks: 0, visits: 100_000, passwords: 0, tabs: 0 },
+        seed,
+        kathon_core::testing::ProfileSize { bookmarks: 0, visits, passwords: 0, tabs: 0 },
         net.now_ms,
     );
     let now = net.now_ms;
-    net.engine(a)
+    net.engine(node)
         .transact(now, |e| {
             for v in &profile.visits {
                 e.record_visit(&v.url, &v.title, v.at_ms, v.transition)?;
@@ -463,6 +460,16 @@ fn delta_cost(k: usize) -> (u64, u64, u64) {
             Ok(())
         })
         .unwrap();
+    profile
+}
+
+/// Bytes needed to bring B up to date after `k` changes on A, both holding the 100,000-visit
+/// profile; and the number of frames.
+fn delta_cost(k: usize) -> (u64, u64, u64) {
+    let mut net = net(20 + k as u64);
+    let a = net.add_founder("a");
+    let b = net.add_paired(a, "b");
+    record_visits(&mut net, a, 1, 100_000);
     let before = net.bytes_sent;
     net.run_for(5_000);
     let full = net.bytes_sent - before;
@@ -863,20 +870,7 @@ fn a_large_visit_batch_reports_one_change() {
 fn history_stored_packed_reads_back_the_same() {
     let mut net = net(31);
     let a = net.add_founder("a");
-    let profile = kathon_core::testing::Profile::generate(
-        5,
-        kathon_core::testing::ProfileSize { bookmarks: 0, visits: 300, passwords: 0, tabs: 0 },
-        net.now_ms,
-    );
-    let now = net.now_ms;
-    net.engine(a)
-        .transact(now, |e| {
-            for v in &profile.visits {
-                e.record_visit(&v.url, &v.title, v.at_ms, v.transition)?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    let profile = record_visits(&mut net, a, 5, 300);
     // A few more, one at a time: small envelopes stay plain.
     for v in profile.visits.iter().take(3) {
         let now = net.now_ms;
@@ -969,4 +963,49 @@ fn history_stored_packed_reads_back_the_same() {
     }
     // Left: per visit its hash (in the signed body), its length and its zeroed head.
     assert!(record.len() < 300 * (32 + 4 + 25) + 1_000, "{} bytes left of the bulk record", record.len());
+}
+
+/// A packed block that no longer inflates (only a bug could do it: records are MAC'd) must not
+/// turn a deletion into a record that fails the next load: the rewrite is refused and reported,
+/// the record on disk stays the earlier one, and the store still opens (the deletion holds).
+#[test]
+fn a_rewrite_that_no_longer_matches_its_id_is_refused() {
+    let mut net = net(32);
+    let a = net.add_founder("a");
+    record_visits(&mut net, a, 6, 200);
+    net.run_for(1_000);
+    let bulk = net.engine(a).state().unwrap().envelopes().find(|e| e.attachments_packed()).unwrap().id();
+    let key = RecordKey::Envelope(bulk);
+    let identity = net.nodes[a].storage[&RecordKey::Identity].clone();
+    let broken = kathon_core::testing::break_packed_block(&identity, key, &net.nodes[a].storage[&key], 0).unwrap();
+    net.nodes[a].storage.insert(key, broken.clone());
+    let load = |storage: &std::collections::BTreeMap<RecordKey, Vec<u8>>, now| {
+        let records: Vec<_> =
+            storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
+        kathon_core::sync::Engine::load(Config::default(), &identity, records, [9; 32], now)
+    };
+    // Nothing is inflated to open a store: it opens.
+    let loaded = load(&net.nodes[a].storage, net.now_ms).unwrap();
+    assert_eq!(loaded.state().unwrap().history_len(), 200);
+    net.nodes[a].engine = Some(loaded);
+    net.nodes[a].events.clear();
+
+    let now = net.now_ms;
+    net.engine(a)
+        .transact(now, |e| {
+            e.delete_all_history();
+            Ok(())
+        })
+        .unwrap();
+    net.run_for(1_000);
+    assert!(
+        net.nodes[a].events.iter().any(|e| matches!(e, EngineEvent::RewriteRefused { envelope } if *envelope == bulk)),
+        "the refused rewrite is reported"
+    );
+    assert_eq!(net.nodes[a].storage[&key], broken, "the stored record is left as it was");
+    assert_eq!(net.engine(a).state().unwrap().history_len(), 0);
+    // Without the check the record would be sealed with zero hashes and this load would fail.
+    // The deletion itself is an envelope of its own, stored: reloaded, the history is empty.
+    let again = load(&net.nodes[a].storage, net.now_ms).unwrap();
+    assert_eq!(again.state().unwrap().history_len(), 0);
 }

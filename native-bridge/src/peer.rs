@@ -840,6 +840,10 @@ impl Actor {
                 tracing::error!(message, "local changes could not be signed; they are tried again");
                 self.last_error = Some(format!("commit: {message}"));
             }
+            EngineEvent::RewriteRefused { envelope } => {
+                tracing::error!(%envelope, "a redacted envelope could not be stored again; the deletion holds, its deleted bytes stay on disk");
+                self.last_error = Some(format!("rewrite: envelope {envelope} could not be stored after a deletion"));
+            }
             _ => {}
         }
     }

@@ -72,6 +72,10 @@ pub(crate) fn to_js(event: &EngineEvent) -> (&'static str, JsValue) {
             ("error", json!({ "code": code, "message": message }))
         }
         EngineEvent::CommitFailed { message } => ("error", json!({ "code": "commit", "message": message })),
+        EngineEvent::RewriteRefused { envelope } => (
+            "error",
+            json!({ "code": "rewrite", "message": format!("envelope {envelope} could not be stored again after a deletion: the deletion holds, but its deleted bytes stay in storage") }),
+        ),
         _ => ("other", json!({})),
     };
     (kind, value_to_js(&value))

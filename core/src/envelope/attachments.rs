@@ -123,6 +123,17 @@ impl Attachments {
         }
     }
 
+    /// Replaces packed block `block` with bytes that do not inflate (for tests of what a damaged
+    /// block does; only a bug could make one). Returns whether there was such a block.
+    #[cfg(feature = "test-util")]
+    pub(super) fn break_block(&mut self, block: usize) -> bool {
+        let Attachments::Packed(packed) = self else { return false };
+        let Some(bytes) = packed.blocks.get_mut(block) else { return false };
+        // A final block of the reserved type 3: no inflater accepts it.
+        *bytes = Box::new([0xff; 8]);
+        true
+    }
+
     /// How a packed form is packed.
     pub(super) fn packed_spec(&self) -> Option<PackSpec> {
         match self {
@@ -286,14 +297,7 @@ impl Attachments {
             } else {
                 len as usize
             };
-            total = total.saturating_add(bytes);
-            if total > MAX_ATTACHMENTS_TOTAL {
-                return Err(DecodeError::TooLarge {
-                    what: "envelope attachments",
-                    len: total as u64,
-                    max: MAX_ATTACHMENTS_TOTAL as u64,
-                });
-            }
+            total = add_to_attachments_total(total, bytes)?;
             lens.push(len);
         }
         let heads = r.take(count.saturating_mul(usize::from(head_len)), "packed heads")?.to_vec();
@@ -563,6 +567,20 @@ impl<'a> Iterator for Iter<'a> {
 }
 
 impl ExactSizeIterator for Iter<'_> {}
+
+/// Adds one attachment's length to an envelope's running total, refusing a total over the cap
+/// (the same check for the wire form and the packed stored form).
+pub(super) fn add_to_attachments_total(total: usize, len: usize) -> Result<usize, DecodeError> {
+    let total = total.saturating_add(len);
+    if total > MAX_ATTACHMENTS_TOTAL {
+        return Err(DecodeError::TooLarge {
+            what: "envelope attachments",
+            len: total as u64,
+            max: MAX_ATTACHMENTS_TOTAL as u64,
+        });
+    }
+    Ok(total)
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]

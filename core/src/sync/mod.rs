@@ -234,6 +234,14 @@ pub enum EngineEvent {
         /// Why.
         message: String,
     },
+    /// A redacted envelope could not be stored again: written out, it no longer hashes to its ID
+    /// (an attachment of it no longer reads: a bug, never expected). The deletion holds (it is an
+    /// envelope of its own), but the stored record keeps the earlier form, deleted bytes and all,
+    /// so that the store still opens.
+    RewriteRefused {
+        /// The envelope.
+        envelope: EnvelopeId,
+    },
     /// A storage batch failed; it stays queued and is offered again.
     StorageFailed {
         /// The batch.
@@ -1299,7 +1307,11 @@ impl Engine {
             let pack = state.pack_for_storage(&id);
             let Some(envelope) = state.envelope(&id) else { continue };
             let record_key = RecordKey::Envelope(id);
-            puts.push((record_key, storage::seal_envelope_record(&key, &record_key, self.next_order, envelope, pack)));
+            let write = storage::EnvelopeWrite::Fresh(pack);
+            // A fresh write lists the hashes it was verified or signed with: it always seals.
+            if let Some(record) = storage::seal_envelope_record(&key, &record_key, self.next_order, envelope, write) {
+                puts.push((record_key, record));
+            }
             envelopes.push((id, *envelope.author(), envelope.seq()));
             self.next_order = self.next_order.saturating_add(1);
         }
@@ -1311,10 +1323,13 @@ impl Engine {
             if let Some(envelope) = state.envelope(&id) {
                 let record_key = RecordKey::Envelope(id);
                 // Held packed already if it was stored packed; written in the form it is held.
-                puts.push((
-                    record_key,
-                    storage::seal_envelope_record(&key, &record_key, position as u64, envelope, None),
-                ));
+                let write = storage::EnvelopeWrite::Rewrite;
+                let Some(record) = storage::seal_envelope_record(&key, &record_key, position as u64, envelope, write)
+                else {
+                    self.events.push_back(EngineEvent::RewriteRefused { envelope: id });
+                    continue;
+                };
+                puts.push((record_key, record));
                 let count = self.dirty.entry(id).or_insert(0);
                 *count = count.saturating_add(1);
                 rewritten.push(id);

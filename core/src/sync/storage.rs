@@ -126,25 +126,44 @@ pub(crate) fn peek_body(bytes: &[u8]) -> Option<&[u8]> {
     r.bytes_u32(u32::MAX, "record body").ok()
 }
 
+/// How an envelope record is written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EnvelopeWrite {
+    /// Its first write: canonical, or packed with this spec.
+    Fresh(Option<crate::envelope::PackSpec>),
+    /// Written again after a redaction, in the form it is held. Checked first: the body must still
+    /// hash to the envelope's ID (an attachment that no longer reads would be listed with a zero
+    /// hash, and the record, MAC'd and all, would fail the next load as tampered).
+    Rewrite,
+}
+
 /// Seals an envelope record — body: its place in the apply order, then the envelope in its
-/// stored form (`pack`: see `Envelope::write_stored_to`) — encoding the envelope straight into
-/// the record (a history envelope is up to 4 MiB: one copy, not three).
+/// stored form (see `Envelope::write_stored_to`) — encoding the envelope straight into the
+/// record (a history envelope is up to 4 MiB: one copy, not three). `None` when a rewrite's
+/// body no longer hashes to its ID: the record on disk is left as it is.
 pub(crate) fn seal_envelope_record(
     storage_key: &[u8; 32],
     key: &RecordKey,
     order: u64,
     envelope: &crate::envelope::VerifiedEnvelope,
-    pack: Option<crate::envelope::PackSpec>,
-) -> Vec<u8> {
+    write: EnvelopeWrite,
+) -> Option<Vec<u8>> {
     let kind = kind_of(key);
     let mut w = Writer::with_capacity(envelope.encoded_len().saturating_add(1 + 1 + 4 + 8 + 1 + 32));
     // The body's length is known once the envelope is written (packing shrinks it).
     w.u8(RECORD_FORMAT).u8(kind).u32(0).u64(order);
-    envelope.write_stored_to(&mut w, pack);
+    let pack = match write {
+        EnvelopeWrite::Fresh(pack) => pack,
+        EnvelopeWrite::Rewrite => None,
+    };
+    let signed = envelope.write_stored_to(&mut w, pack);
+    if matches!(write, EnvelopeWrite::Rewrite) && !envelope.is_own_body(w.as_bytes().get(signed).unwrap_or_default()) {
+        return None;
+    }
     w.set_u32_at(2, u32::try_from(w.len().saturating_sub(6)).unwrap_or(u32::MAX));
     let tag = mac(storage_key, kind, w.as_bytes().get(6..).unwrap_or_default());
     w.raw(&tag);
-    w.into_bytes()
+    Some(w.into_bytes())
 }
 
 pub(crate) fn split_envelope_body(body: &[u8]) -> Option<(u64, &[u8])> {
