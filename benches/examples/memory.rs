@@ -124,6 +124,7 @@ fn read_records(path: &std::path::Path) -> (Vec<u8>, Vec<(RecordKey, Vec<u8>)>) 
 struct Breakdown {
     doc_envelopes: usize,
     doc_payload: usize,
+    doc_payload_held: usize,
     history_envelopes: usize,
     history_payload: usize,
     attachments: usize,
@@ -138,6 +139,7 @@ impl Breakdown {
         let mut b = Self {
             doc_envelopes: 0,
             doc_payload: 0,
+            doc_payload_held: 0,
             history_envelopes: 0,
             history_payload: 0,
             attachments: 0,
@@ -149,11 +151,13 @@ impl Breakdown {
         for envelope in state.envelopes() {
             if envelope.kind() == kathon_core::model::KIND_DOC_UPDATE {
                 b.doc_envelopes += 1;
-                b.doc_payload += envelope.payload().len();
-                updates.push(envelope.payload().get(16..).unwrap().to_vec());
+                let payload = envelope.payload().unwrap();
+                b.doc_payload += payload.len();
+                b.doc_payload_held += envelope.payload_held_len();
+                updates.push(payload.get(16..).unwrap().to_vec());
             } else {
                 b.history_envelopes += 1;
-                b.history_payload += envelope.payload().len();
+                b.history_payload += envelope.payload().unwrap().len();
             }
             b.attachments_held += envelope.attachments_held_len();
             for a in envelope.attachments().flatten() {
@@ -250,9 +254,10 @@ fn main() {
         "cold open (from the bytes read to a loaded replica; one run, a rough figure): Kathon {kathon_open_time:?}, Yjs (yrs) {yjs_open_time:?}"
     );
     println!(
-        "Kathon's resident state: {} document-update envelopes ({} of payload, whose `yrs` document alone takes {} resident), {} history envelopes ({} of payload, {} attachments: {}, held in {})",
+        "Kathon's resident state: {} document-update envelopes ({} of payload held in {}, whose `yrs` document alone takes {} resident), {} history envelopes ({} of payload, {} attachments: {}, held in {})",
         breakdown.doc_envelopes,
         mb(breakdown.doc_payload),
+        mb(breakdown.doc_payload_held),
         mb(breakdown.doc_resident),
         breakdown.history_envelopes,
         mb(breakdown.history_payload),

@@ -24,9 +24,11 @@ use crate::hlc::Timestamp;
 use crate::identity::{DeviceId, DeviceSecretKey, IdentityId, domain, signing_message};
 
 mod attachments;
+mod payload;
 
 pub(crate) use attachments::PackSpec;
 use attachments::{Attachments, HeldBlock};
+use payload::Payload;
 
 /// The block of a packed envelope last inflated by [`VerifiedEnvelope::attachment_cached`], kept
 /// to read its neighbours: reading visits one by one from a packed envelope would otherwise
@@ -43,6 +45,10 @@ pub const ENVELOPE_FORMAT: u8 = 0x11;
 /// `attachments`): this byte, the canonical body, the signature, then the packed attachments.
 /// Never sent: peers get the canonical encoding.
 const STORED_PACKED_FORMAT: u8 = 0x19;
+/// The first byte of an envelope as this device stores it with its payload deflated (see
+/// `payload`): this byte, the envelope's ID, the signed payload's length, then the canonical
+/// encoding with the deflated bytes in the payload's place. Never sent.
+const STORED_DEFLATED_FORMAT: u8 = 0x1a;
 /// Largest payload, in bytes (1 MiB). Larger changes are split into several envelopes.
 pub const MAX_PAYLOAD_LEN: u32 = 1 << 20;
 /// Most parents an envelope may name besides its author's previous one.
@@ -133,7 +139,7 @@ pub struct Envelope {
     prev: Option<EnvelopeId>,
     hlc: Timestamp,
     parents: Vec<EnvelopeId>,
-    payload: Vec<u8>,
+    payload: Payload,
     /// The hashes as listed in the body. Dropped when the envelope is loaded from this device's
     /// own storage ([`VerifiedEnvelope::assume_verified`]): from then on a present attachment's
     /// hash is recomputed from its bytes when the body is written again, and only the withheld
@@ -187,7 +193,7 @@ impl Envelope {
             prev,
             hlc,
             parents,
-            payload,
+            payload: Payload::Plain(payload),
             attachment_hashes: attachments.iter().map(|a| attachment_hash(a)).collect(),
             withheld_hashes: Vec::new(),
             attachments: {
@@ -213,13 +219,23 @@ impl Envelope {
     }
 
     fn write_body(&self, w: &mut Writer) {
+        match self.payload.get() {
+            Ok(payload) => self.write_body_with(w, &payload),
+            // Held deflated and no longer inflating (a bug): the body keeps its length but not its
+            // hash, which a rewrite's check and any peer refuse.
+            Err(_) => self.write_body_with(w, &vec![0; self.payload.len()]),
+        }
+    }
+
+    /// Writes the body with `payload` in the payload's place.
+    fn write_body_with(&self, w: &mut Writer, payload: &[u8]) {
         w.u8(ENVELOPE_FORMAT).u8(self.kind).raw(self.author.as_bytes()).u64(self.seq);
         if let Some(prev) = &self.prev {
             w.raw(prev.as_bytes());
         }
         w.u64(self.hlc.wall_ms).u32(self.hlc.counter);
         let parents: Vec<[u8; 32]> = self.parents.iter().map(|p| *p.as_bytes()).collect();
-        w.hashes(&parents).bytes_u32(&self.payload);
+        w.hashes(&parents).bytes_u32(payload);
         w.u32(u32::try_from(self.attachments.len()).unwrap_or(u32::MAX));
         if self.attachment_hashes.len() == self.attachments.len() {
             for hash in &self.attachment_hashes {
@@ -300,24 +316,71 @@ impl Envelope {
 
     /// Appends the form this device stores: the canonical encoding, or with `pack` the packed
     /// one (see `attachments`; an envelope held packed is written packed regardless).
-    /// Returns where the body (the part that hashes to the ID) lies in `w`.
-    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) -> core::ops::Range<usize> {
-        let Some(spec) = self.attachments.packed_spec().or(pack.filter(|_| self.attachments.len() > 0)) else {
-            return self.write_to(w);
+    /// A payload held deflated is stored deflated (unless the attachments are packed: a history
+    /// envelope's payload is small). Returns where the signed body lies in `w`, if it is written
+    /// as signed (not so with a deflated payload).
+    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) -> Option<core::ops::Range<usize>> {
+        if let Some(spec) = self.attachments.packed_spec().or(pack.filter(|_| self.attachments.len() > 0)) {
+            w.u8(STORED_PACKED_FORMAT);
+            let start = w.len();
+            self.write_body(w);
+            let body = start..w.len();
+            w.raw(&self.signature);
+            self.attachments.write_packed(spec, w);
+            return Some(body);
+        }
+        let Some((len, deflated)) = self.payload.deflated() else {
+            return Some(self.write_to(w));
         };
-        w.u8(STORED_PACKED_FORMAT);
-        let start = w.len();
-        self.write_body(w);
-        let body = start..w.len();
+        w.u8(STORED_DEFLATED_FORMAT).raw(self.id.0.as_bytes()).u32(len);
+        self.write_body_with(w, deflated);
         w.raw(&self.signature);
-        self.attachments.write_packed(spec, w);
-        body
+        for attachment in self.attachments.iter() {
+            w.bytes_u32(attachment.as_deref().unwrap_or_default());
+        }
+        None
     }
 
     /// Decodes what [`Envelope::write_stored_to`] wrote. Only for this device's own storage, read
     /// under its MAC (a packed form's blocks are not inflated here).
     pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let Some((&STORED_PACKED_FORMAT, rest)) = bytes.split_first() else { return Self::decode(bytes) };
+        match bytes.split_first() {
+            Some((&STORED_PACKED_FORMAT, rest)) => Self::decode_stored_packed(rest),
+            Some((&STORED_DEFLATED_FORMAT, rest)) => Self::decode_stored_deflated(rest),
+            _ => Self::decode(bytes),
+        }
+    }
+
+    fn decode_stored_deflated(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "envelope",
+                len: bytes.len() as u64,
+                max: MAX_ENVELOPE_LEN as u64,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        // The ID as stored, under the record's MAC: the body as written hashes to something else.
+        let id = EnvelopeId(Hash::from_bytes(r.array("stored envelope id")?));
+        let len = r.u32("stored payload length")?;
+        if len > MAX_PAYLOAD_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "stored payload",
+                len: u64::from(len),
+                max: u64::from(MAX_PAYLOAD_LEN),
+            });
+        }
+        let mut envelope = Self::read(&mut r)?;
+        r.finish("stored envelope")?;
+        let Payload::Plain(deflated) = std::mem::take(&mut envelope.payload) else {
+            return Err(DecodeError::NonCanonical { what: "stored payload", reason: "deflated twice" });
+        };
+        envelope.payload = Payload::Deflated { len, bytes: deflated.into() };
+        envelope.id = id;
+        Ok(envelope)
+    }
+
+    fn decode_stored_packed(rest: &[u8]) -> Result<Self, DecodeError> {
         if rest.len() > MAX_ENVELOPE_LEN {
             return Err(DecodeError::TooLarge {
                 what: "envelope",
@@ -336,6 +399,14 @@ impl Envelope {
     #[cfg(feature = "test-util")]
     pub(crate) fn break_packed_block(&mut self, block: usize) -> bool {
         self.attachments.break_block(block)
+    }
+
+    /// Damages a deflated payload (see `testing::break_deflated_payload`).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn break_deflated_payload(&mut self) -> bool {
+        let Payload::Deflated { bytes, .. } = &mut self.payload else { return false };
+        *bytes = Box::new([0xff; 8]);
+        true
     }
 
     /// Decodes untrusted bytes (the whole input must be one envelope).
@@ -378,7 +449,7 @@ impl Envelope {
                 reason: "repeats the previous envelope",
             });
         }
-        let payload = r.bytes_u32(MAX_PAYLOAD_LEN, "envelope payload")?.to_vec();
+        let payload = Payload::Plain(r.bytes_u32(MAX_PAYLOAD_LEN, "envelope payload")?.to_vec());
         let count = r.u32("envelope attachment count")?;
         let count = r.check_len(count.into(), MAX_ATTACHMENTS.into(), "envelope attachment count")?;
         r.check_len(32u64.saturating_mul(count as u64), 32 * u64::from(MAX_ATTACHMENTS), "envelope attachment hashes")?;
@@ -501,9 +572,23 @@ impl VerifiedEnvelope {
     pub fn dependencies(&self) -> impl Iterator<Item = EnvelopeId> + '_ {
         self.0.prev.into_iter().chain(self.0.parents.iter().copied())
     }
-    /// The payload.
-    pub fn payload(&self) -> &[u8] {
-        &self.0.payload
+    /// The payload as signed: borrowed, or inflated if held deflated (see
+    /// [`VerifiedEnvelope::payload_deflated`]; an error only if those bytes no longer inflate).
+    pub fn payload(&self) -> Result<Cow<'_, [u8]>, DecodeError> {
+        self.0.payload.get()
+    }
+    /// Holds the payload deflated from now on if it is large and deflates well (see `payload`):
+    /// for an envelope now durable in this device's storage.
+    pub(crate) fn deflate_payload(&mut self) {
+        self.0.payload.deflate();
+    }
+    /// Whether the payload is held deflated.
+    pub fn payload_deflated(&self) -> bool {
+        self.0.payload.deflated().is_some()
+    }
+    /// Bytes held in memory for the payload, deflated or not.
+    pub fn payload_held_len(&self) -> usize {
+        self.0.payload.held_len()
     }
     /// The attachments, `None` where redacted. Borrowed, unless held packed (see
     /// [`VerifiedEnvelope::pack_attachments`]).
@@ -572,13 +657,18 @@ impl VerifiedEnvelope {
     pub fn encode(&self) -> Vec<u8> {
         self.0.encode()
     }
-    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) -> core::ops::Range<usize> {
+    pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) -> Option<core::ops::Range<usize>> {
         self.0.write_stored_to(w, pack)
     }
-    /// Whether `body` (as written by `write_stored_to`) hashes to this envelope's ID: false only
-    /// if an attachment can no longer be read (its hash would be written as zero).
-    pub(crate) fn is_own_body(&self, body: &[u8]) -> bool {
-        Hash::digest(context::ENVELOPE_ID, &[body]) == self.0.id.0
+    /// Whether this envelope's body, as written out — `written` if `write_stored_to` just wrote
+    /// it as signed, else written again here — hashes to its ID: false only if an attachment or
+    /// a deflated payload can no longer be read.
+    pub(crate) fn body_matches_id(&self, written: Option<&[u8]>) -> bool {
+        let hash = match written {
+            Some(body) => Hash::digest(context::ENVELOPE_ID, &[body]),
+            None => Hash::digest(context::ENVELOPE_ID, &[self.0.encode_body().as_bytes()]),
+        };
+        hash == self.0.id.0
     }
     /// Size of the encoding.
     pub fn encoded_len(&self) -> usize {

@@ -65,7 +65,7 @@
 //!
 //! // Another device decodes the untrusted bytes, then verifies them.
 //! let verified = Envelope::decode(&bytes)?.verify(&registry)?;
-//! assert_eq!(verified.payload(), b"a yrs update");
+//! assert_eq!(&*verified.payload()?, b"a yrs update");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]

@@ -478,6 +478,12 @@ pub fn decode_everything(data: &[u8]) {
     use crate::register::RegisterValue;
     let device = device_for_fuzzing();
     let _ = Envelope::decode(data);
+    // This device's own stored forms (read under its MAC, parsed under the same caps): as given,
+    // and forced into the packed and the deflated-payload forms.
+    let _ = Envelope::decode_stored(data);
+    for format in [0x19u8, 0x1a] {
+        let _ = Envelope::decode_stored(&[&[format], data].concat());
+    }
     let _ = DeviceCertificate::decode(data);
     let _ = Revocation::decode(data);
     let _ = RegisterValue::decode(data, &device);
@@ -650,6 +656,24 @@ pub fn break_packed_block(
     let (order, stored) = storage::split_envelope_body(body)?;
     let mut envelope = crate::envelope::Envelope::decode_stored(stored).ok()?;
     if !envelope.break_packed_block(block) {
+        return None;
+    }
+    let mut w = crate::codec::Writer::with_capacity(record.len());
+    w.u64(order);
+    envelope.write_stored_to(&mut w, None);
+    Some(storage::seal_record(&bundle.storage_key, &key, w.as_bytes()))
+}
+
+/// Damages a stored envelope record whose payload is held deflated, as only a bug could: the
+/// deflated bytes replaced by bytes that do not inflate, sealed again under the storage key
+/// found in `identity_record`. `None` if the record is not of that form.
+pub fn break_deflated_payload(identity_record: &[u8], key: crate::sync::RecordKey, record: &[u8]) -> Option<Vec<u8>> {
+    use crate::sync::storage;
+    let bundle = crate::sync::IdentityBundle::decode(storage::peek_body(identity_record)?).ok()?;
+    let body = storage::open_record(&bundle.storage_key, &key, record).ok()?;
+    let (order, stored) = storage::split_envelope_body(body)?;
+    let mut envelope = crate::envelope::Envelope::decode_stored(stored).ok()?;
+    if !envelope.break_deflated_payload() {
         return None;
     }
     let mut w = crate::codec::Writer::with_capacity(record.len());

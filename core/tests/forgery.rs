@@ -184,7 +184,8 @@ fn deleting_or_overwriting_another_devices_items_is_refused() {
     let attacker = fx.devices[0].public();
     let d = doc(session_client(&attacker, &NONCE));
     for e in honest.state.envelopes() {
-        let update = &e.payload()[16..];
+        let payload = e.payload().unwrap();
+        let update = &payload[16..];
         d.transact_mut().apply_update(Update::decode_v1(update).unwrap()).unwrap();
     }
     let honest_map = d.get_or_insert_map(author_map(&fx.devices[1].public()));

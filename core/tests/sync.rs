@@ -1009,3 +1009,70 @@ fn a_rewrite_that_no_longer_matches_its_id_is_refused() {
     let again = load(&net.nodes[a].storage, net.now_ms).unwrap();
     assert_eq!(again.state().unwrap().history_len(), 0);
 }
+
+/// A bulk document update (an import) is held and stored with its payload deflated: the record
+/// is a fraction of the envelope, a reload rebuilds the same bookmarks, peers get the envelope
+/// as signed, and a stored payload that no longer inflates is reported, not applied.
+#[test]
+fn bulk_document_updates_are_stored_deflated_and_read_back_the_same() {
+    let mut net = net(33);
+    let a = net.add_founder("a");
+    let profile = kathon_core::testing::Profile::generate(
+        7,
+        kathon_core::testing::ProfileSize { bookmarks: 800, visits: 0, passwords: 0, tabs: 0 },
+        net.now_ms,
+    );
+    let now = net.now_ms;
+    net.engine(a).transact(now, |e| e.import_bookmarks(&profile.bookmarks)).unwrap();
+    // A single edit stays plain.
+    let now = net.now_ms;
+    net.engine(a)
+        .transact(now, |e| e.add_bookmark(ItemId::MENU, None, NodeKind::Bookmark, "one", Some("https://one.example/")))
+        .unwrap();
+    net.run_for(1_000);
+    let state = net.nodes[a].engine.as_ref().unwrap().state().unwrap();
+    let digest = state.digest();
+    let deflated: Vec<_> = state.envelopes().filter(|e| e.payload_deflated()).map(|e| e.id()).collect();
+    assert!(!deflated.is_empty(), "the import is held deflated");
+    assert!(
+        state.envelopes().filter(|e| !e.payload_deflated()).any(|e| e.payload().unwrap().len() < 4_096),
+        "the single edit is held as signed"
+    );
+    for id in &deflated {
+        let envelope = state.envelopes().find(|e| e.id() == *id).unwrap();
+        let stored = &net.nodes[a].storage[&RecordKey::Envelope(*id)];
+        assert!(
+            stored.len() * 2 < envelope.encoded_len(),
+            "the record ({} bytes) is well under the envelope ({} bytes)",
+            stored.len(),
+            envelope.encoded_len()
+        );
+        assert!(envelope.payload_held_len() * 2 < envelope.payload().unwrap().len());
+    }
+
+    let identity = net.nodes[a].storage[&RecordKey::Identity].clone();
+    let load = |storage: &std::collections::BTreeMap<RecordKey, Vec<u8>>, now| {
+        let records: Vec<_> =
+            storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
+        kathon_core::sync::Engine::load(Config::default(), &identity, records, [9; 32], now)
+    };
+    let loaded = load(&net.nodes[a].storage, net.now_ms).unwrap();
+    assert_eq!(loaded.state().unwrap().digest(), digest);
+    assert!(loaded.state().unwrap().envelopes().filter(|e| e.payload_deflated()).count() == deflated.len());
+    // Written out again, each is the envelope its author signed.
+    assert!(loaded.audit().is_empty(), "{:?}", loaded.audit());
+
+    // A new device gets them as signed, and converges.
+    net.nodes[a].engine = Some(loaded);
+    let b = net.add_paired(a, "b");
+    net.run_for(5_000);
+    assert!(net.converged());
+    assert_eq!(net.engine(b).state().unwrap().digest(), digest);
+
+    // A deflated payload damaged under a valid MAC (a bug) fails the load with an error.
+    let key = RecordKey::Envelope(deflated[0]);
+    let broken = kathon_core::testing::break_deflated_payload(&identity, key, &net.nodes[a].storage[&key]).unwrap();
+    let mut storage = net.nodes[a].storage.clone();
+    storage.insert(key, broken);
+    assert!(load(&storage, net.now_ms).is_err());
+}

@@ -516,14 +516,14 @@ impl Packed {
 /// Raw deflate at level 1 (as the wire uses: fast, and most of what higher levels get on short
 /// text), one compressor for many blocks: a fresh one per block spent more time allocating and
 /// zeroing its tables than compressing (natively 125 vs 56 ms for 10 MB in 6.4 KB blocks).
-struct Deflater(Option<CompressorOxide>);
+pub(super) struct Deflater(Option<CompressorOxide>);
 
 impl Deflater {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self(None)
     }
 
-    fn deflate(&mut self, bytes: &[u8]) -> Box<[u8]> {
+    pub(super) fn deflate(&mut self, bytes: &[u8]) -> Box<[u8]> {
         if bytes.is_empty() {
             return Box::default();
         }

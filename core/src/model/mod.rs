@@ -508,9 +508,11 @@ impl BrowserState {
 
     /// How envelope `id` is to be stored (`None`: as it is), and, where packed, it is held packed
     /// from now on too (the record is then written from the packed form without deflating
-    /// again). History envelopes of many visits are packed (see `history::VISIT_PACKING`).
+    /// again). History envelopes of many visits are packed (see `history::VISIT_PACKING`); a
+    /// large document update is held, and so stored, with its payload deflated.
     pub(crate) fn pack_for_storage(&mut self, id: &EnvelopeId) -> Option<crate::envelope::PackSpec> {
         let envelope = self.log.get_mut(id)?;
+        envelope.deflate_payload();
         if envelope.kind() != KIND_HISTORY || envelope.attachment_count() < history::PACK_MIN_VISITS {
             return None;
         }
@@ -651,7 +653,8 @@ impl BrowserState {
         match envelope.kind() {
             KIND_DOC_UPDATE => {
                 let author = *envelope.author();
-                let (nonce, update) = split_doc_payload(envelope.payload())?;
+                let payload = envelope.payload()?;
+                let (nonce, update) = split_doc_payload(&payload)?;
                 let client = session_client(&author, &nonce);
                 if let Some(owner) = self.client_owner.get(&client)
                     && *owner != author
@@ -707,7 +710,7 @@ impl BrowserState {
             }
             KIND_HISTORY => {
                 let author = *envelope.author();
-                match HistoryOp::decode(envelope.payload())? {
+                match HistoryOp::decode(&envelope.payload()?)? {
                     HistoryOp::Visits => {
                         let count = envelope.attachment_count();
                         let mut visits = Vec::with_capacity(count);
@@ -1171,7 +1174,8 @@ impl BrowserState {
     /// decoding each document update (an audit's cost, not a lookup's).
     pub fn envelope_of_value(&self, id: &crate::register::ValueId) -> Option<EnvelopeId> {
         self.envelopes().filter(|e| e.kind() == KIND_DOC_UPDATE).find_map(|envelope| {
-            let (_, update) = split_doc_payload(envelope.payload()).ok()?;
+            let payload = envelope.payload().ok()?;
+            let (_, update) = split_doc_payload(&payload).ok()?;
             let checked = yupdate::values_in(update)?;
             checked
                 .iter()

@@ -157,7 +157,9 @@ pub(crate) fn seal_envelope_record(
         EnvelopeWrite::Rewrite => None,
     };
     let signed = envelope.write_stored_to(&mut w, pack);
-    if matches!(write, EnvelopeWrite::Rewrite) && !envelope.is_own_body(w.as_bytes().get(signed).unwrap_or_default()) {
+    if matches!(write, EnvelopeWrite::Rewrite)
+        && !envelope.body_matches_id(signed.map(|body| w.as_bytes().get(body).unwrap_or_default()))
+    {
         return None;
     }
     w.set_u32_at(2, u32::try_from(w.len().saturating_sub(6)).unwrap_or(u32::MAX));
