@@ -82,6 +82,16 @@ async fn state_survives_close_and_reopen_and_is_verified() {
         .collect();
     let imported = store.record_visits(json(&format!("[{}]", batch.join(",")))).unwrap();
     assert_eq!(imported, 40);
+    // A hundred and twenty bookmarks in one commit: a document update of well over 16 KiB,
+    // stored with its payload deflated, inflated again on the reopen.
+    let bulk = store.add_bookmark(json(r#"{"title":"Bulk","kind":"folder","parent":"menu"}"#)).unwrap();
+    for i in 0..120 {
+        store
+            .add_bookmark(json(&format!(
+                r#"{{"title":"Bulk bookmark {i}: a title of ordinary length ✓","url":"https://bulk{i}.example.org/a/path/of/ordinary/length?q={i}","parent":"{bulk}"}}"#
+            )))
+            .unwrap();
+    }
     let entry =
         store.add_password(json(r#"{"origin":"https://bank.example","username":"ada","password":"s3cret!"}"#)).unwrap();
     store.flush().await.unwrap();
@@ -93,6 +103,14 @@ async fn state_survives_close_and_reopen_and_is_verified() {
     let first = js_sys::Array::from(&children).get(0);
     assert_eq!(get(&first, "id").as_string().unwrap(), page);
     assert_eq!(get(&first, "title").as_string().unwrap(), "Ünïcode ✓");
+    let bulk_children = js_sys::Array::from(&again.bookmark_children(&bulk).unwrap());
+    assert_eq!(bulk_children.length(), 120);
+    let mut bulk_titles: Vec<String> = bulk_children.iter().filter_map(|b| get(&b, "title").as_string()).collect();
+    bulk_titles.sort();
+    let mut want_titles: Vec<String> =
+        (0..120).map(|i| format!("Bulk bookmark {i}: a title of ordinary length ✓")).collect();
+    want_titles.sort();
+    assert_eq!(bulk_titles, want_titles);
     let history = js_sys::Array::from(&again.history(None, None).unwrap());
     assert_eq!(history.length(), 41);
     let mut titles: Vec<String> =
