@@ -214,21 +214,26 @@ impl Envelope {
 
     fn encode_body(&self) -> Writer {
         let mut w = Writer::with_capacity(self.encoded_len());
-        self.write_body(&mut w);
+        let _ = self.write_body(&mut w);
         w
     }
 
-    fn write_body(&self, w: &mut Writer) {
+    /// Writes the body; returns whether it is the body as signed. It is not only if part of the
+    /// envelope no longer reads (a deflated payload or a packed block that does not inflate: a
+    /// bug): what is written then keeps its length but not its hash.
+    fn write_body(&self, w: &mut Writer) -> bool {
         match self.payload.get() {
             Ok(payload) => self.write_body_with(w, &payload),
-            // Held deflated and no longer inflating (a bug): the body keeps its length but not its
-            // hash, which a rewrite's check and any peer refuse.
-            Err(_) => self.write_body_with(w, &vec![0; self.payload.len()]),
+            Err(_) => {
+                self.write_body_with(w, &vec![0; self.payload.len()]);
+                false
+            }
         }
     }
 
-    /// Writes the body with `payload` in the payload's place.
-    fn write_body_with(&self, w: &mut Writer, payload: &[u8]) {
+    /// Writes the body with `payload` in the payload's place; returns whether every attachment's
+    /// hash was known (from its bytes, or kept when it was redacted).
+    fn write_body_with(&self, w: &mut Writer, payload: &[u8]) -> bool {
         w.u8(ENVELOPE_FORMAT).u8(self.kind).raw(self.author.as_bytes()).u64(self.seq);
         if let Some(prev) = &self.prev {
             w.raw(prev.as_bytes());
@@ -241,24 +246,29 @@ impl Envelope {
             for hash in &self.attachment_hashes {
                 w.raw(hash.as_bytes());
             }
-            return;
+            return true;
         }
         // Recomputed in one pass (a packed form inflates each block once, not once a visit).
+        let mut known = true;
         for (index, attachment) in self.attachments.iter().enumerate() {
             let hash = match attachment {
                 Some(bytes) => attachment_hash(&bytes),
-                None => self.withheld_hash(index),
+                None => self.withheld_hash(index).unwrap_or_else(|| {
+                    known = false;
+                    Hash::ZERO
+                }),
             };
             w.raw(hash.as_bytes());
         }
+        known
     }
 
-    fn withheld_hash(&self, index: usize) -> Hash {
+    fn withheld_hash(&self, index: usize) -> Option<Hash> {
         u32::try_from(index)
             .ok()
             .and_then(|i| self.withheld_hashes.binary_search_by_key(&i, |(at, _)| *at).ok())
             .and_then(|at| self.withheld_hashes.get(at))
-            .map_or(Hash::ZERO, |(_, hash)| *hash)
+            .map(|(_, hash)| *hash)
     }
 
     /// Once the attachments are known to match the listed hashes: keeps only the hashes of the
@@ -293,25 +303,34 @@ impl Envelope {
             .saturating_add(attachments)
     }
 
-    /// The canonical encoding.
+    /// The canonical encoding (of what is held: see [`VerifiedEnvelope::encode_as_signed`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(self.encoded_len());
-        self.write_to(&mut w);
-        debug_assert_eq!(w.len(), self.encoded_len());
+        let (_, as_signed) = self.write_to(&mut w);
+        // An attachment that no longer reads is written empty: only then may the lengths differ.
+        debug_assert!(!as_signed || w.len() == self.encoded_len());
         w.into_bytes()
     }
 
+    /// The canonical encoding, if it is the envelope as signed: `None` if part of it no longer
+    /// reads (see `write_body`).
+    fn encode_as_signed(&self) -> Option<Vec<u8>> {
+        let mut w = Writer::with_capacity(self.encoded_len());
+        let (_, as_signed) = self.write_to(&mut w);
+        as_signed.then(|| w.into_bytes())
+    }
+
     /// Appends the canonical encoding to `w` (storage writes it straight into its record);
-    /// returns where the body lies in `w`.
-    pub(crate) fn write_to(&self, w: &mut Writer) -> core::ops::Range<usize> {
+    /// returns where the body lies in `w` and whether it is the body as signed.
+    pub(crate) fn write_to(&self, w: &mut Writer) -> (core::ops::Range<usize>, bool) {
         let start = w.len();
-        self.write_body(w);
+        let as_signed = self.write_body(w);
         let body = start..w.len();
         w.raw(&self.signature);
         for attachment in self.attachments.iter() {
             w.bytes_u32(attachment.as_deref().unwrap_or_default());
         }
-        body
+        (body, as_signed)
     }
 
     /// Appends the form this device stores: the canonical encoding, or with `pack` the packed
@@ -323,17 +342,18 @@ impl Envelope {
         if let Some(spec) = self.attachments.packed_spec().or(pack.filter(|_| self.attachments.len() > 0)) {
             w.u8(STORED_PACKED_FORMAT);
             let start = w.len();
-            self.write_body(w);
+            // Whether it is as signed, a rewrite's check finds out from the bytes.
+            let _ = self.write_body(w);
             let body = start..w.len();
             w.raw(&self.signature);
             self.attachments.write_packed(spec, w);
             return Some(body);
         }
         let Some((len, deflated)) = self.payload.deflated() else {
-            return Some(self.write_to(w));
+            return Some(self.write_to(w).0);
         };
         w.u8(STORED_DEFLATED_FORMAT).raw(self.id.0.as_bytes()).u32(len);
-        self.write_body_with(w, deflated);
+        let _ = self.write_body_with(w, deflated);
         w.raw(&self.signature);
         for attachment in self.attachments.iter() {
             w.bytes_u32(attachment.as_deref().unwrap_or_default());
@@ -656,6 +676,11 @@ impl VerifiedEnvelope {
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         self.0.encode()
+    }
+    /// The canonical encoding, if it is still the envelope as signed: `None` only if part of
+    /// what this device holds of it no longer reads (a bug; see `EngineEvent::EnvelopeUnreadable`).
+    pub fn encode_as_signed(&self) -> Option<Vec<u8>> {
+        self.0.encode_as_signed()
     }
     pub(crate) fn write_stored_to(&self, w: &mut Writer, pack: Option<PackSpec>) -> Option<core::ops::Range<usize>> {
         self.0.write_stored_to(w, pack)

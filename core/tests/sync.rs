@@ -957,6 +957,8 @@ fn history_stored_packed_reads_back_the_same() {
     let emptied = load(&net.nodes[a].storage, net.now_ms);
     assert_eq!(history(&emptied).len(), 0);
     assert!(emptied.audit().is_empty());
+    // Every rewrite was stored: none was found unreadable.
+    assert!(!net.nodes[a].events.iter().any(|e| matches!(e, EngineEvent::EnvelopeUnreadable { .. })));
     let record = &net.nodes[a].storage[&RecordKey::Envelope(bulk_id)];
     for visit in &before {
         assert!(!record.windows(16).any(|w| w == visit.id.as_bytes()), "a deleted visit's ID is still stored");
@@ -966,8 +968,9 @@ fn history_stored_packed_reads_back_the_same() {
 }
 
 /// A packed block that no longer inflates (only a bug could do it: records are MAC'd) must not
-/// turn a deletion into a record that fails the next load: the rewrite is refused and reported,
-/// the record on disk stays the earlier one, and the store still opens (the deletion holds).
+/// reach a peer, which would refuse the envelope, nor turn a deletion into a record that fails
+/// the next load: the envelope is not sent, the rewrite is refused, both reported once; the
+/// record on disk stays the earlier one, and the store still opens (the deletion holds).
 #[test]
 fn a_rewrite_that_no_longer_matches_its_id_is_refused() {
     let mut net = net(32);
@@ -989,6 +992,21 @@ fn a_rewrite_that_no_longer_matches_its_id_is_refused() {
     assert_eq!(loaded.state().unwrap().history_len(), 200);
     net.nodes[a].engine = Some(loaded);
     net.nodes[a].events.clear();
+    let reported = |net: &SimNet| {
+        net.nodes[a]
+            .events
+            .iter()
+            .filter(|e| matches!(e, EngineEvent::EnvelopeUnreadable { envelope } if *envelope == bulk))
+            .count()
+    };
+
+    // A new device is never sent the envelope as it now reads (it would refuse it); the damage
+    // is reported, once.
+    let b = net.add_paired(a, "b");
+    net.run_for(5_000);
+    assert!(net.engine(b).state().unwrap().envelopes().all(|e| e.id() != bulk));
+    assert!(!net.nodes[b].events.iter().any(|e| matches!(e, EngineEvent::PeerSentInvalid { .. })));
+    assert_eq!(reported(&net), 1, "the unreadable envelope is reported");
 
     let now = net.now_ms;
     net.engine(a)
@@ -998,10 +1016,7 @@ fn a_rewrite_that_no_longer_matches_its_id_is_refused() {
         })
         .unwrap();
     net.run_for(1_000);
-    assert!(
-        net.nodes[a].events.iter().any(|e| matches!(e, EngineEvent::RewriteRefused { envelope } if *envelope == bulk)),
-        "the refused rewrite is reported"
-    );
+    assert_eq!(reported(&net), 1, "reported once, not again for the refused rewrite");
     assert_eq!(net.nodes[a].storage[&key], broken, "the stored record is left as it was");
     assert_eq!(net.engine(a).state().unwrap().history_len(), 0);
     // Without the check the record would be sealed with zero hashes and this load would fail.
@@ -1034,10 +1049,8 @@ fn bulk_document_updates_are_stored_deflated_and_read_back_the_same() {
     let digest = state.digest();
     let deflated: Vec<_> = state.envelopes().filter(|e| e.payload_deflated()).map(|e| e.id()).collect();
     assert!(!deflated.is_empty(), "the import is held deflated");
-    assert!(
-        state.envelopes().filter(|e| !e.payload_deflated()).any(|e| e.payload().unwrap().len() < 4_096),
-        "the single edit is held as signed"
-    );
+    let single = state.envelopes().filter(|e| e.kind() == kathon_core::model::KIND_DOC_UPDATE).last().unwrap();
+    assert!(!single.payload_deflated() && single.payload().unwrap().len() < 4_096, "the single edit is held as signed");
     for id in &deflated {
         let envelope = state.envelopes().find(|e| e.id() == *id).unwrap();
         let stored = &net.nodes[a].storage[&RecordKey::Envelope(*id)];
@@ -1074,5 +1087,6 @@ fn bulk_document_updates_are_stored_deflated_and_read_back_the_same() {
     let broken = kathon_core::testing::break_deflated_payload(&identity, key, &net.nodes[a].storage[&key]).unwrap();
     let mut storage = net.nodes[a].storage.clone();
     storage.insert(key, broken);
-    assert!(load(&storage, net.now_ms).is_err());
+    let error = load(&storage, net.now_ms).err();
+    assert!(matches!(error, Some(kathon_core::sync::storage::LoadError::Inconsistent(_))), "{error:?}");
 }

@@ -840,9 +840,9 @@ impl Actor {
                 tracing::error!(message, "local changes could not be signed; they are tried again");
                 self.last_error = Some(format!("commit: {message}"));
             }
-            EngineEvent::RewriteRefused { envelope } => {
-                tracing::error!(%envelope, "a redacted envelope could not be stored again; the deletion holds, its deleted bytes stay on disk");
-                self.last_error = Some(format!("rewrite: envelope {envelope} could not be stored after a deletion"));
+            EngineEvent::EnvelopeUnreadable { envelope } => {
+                tracing::error!(%envelope, "an envelope no longer reads as signed: not sent to peers, deletions in it not stored");
+                self.last_error = Some(format!("unreadable: envelope {envelope} no longer reads as signed"));
             }
             _ => {}
         }

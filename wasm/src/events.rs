@@ -72,9 +72,9 @@ pub(crate) fn to_js(event: &EngineEvent) -> (&'static str, JsValue) {
             ("error", json!({ "code": code, "message": message }))
         }
         EngineEvent::CommitFailed { message } => ("error", json!({ "code": "commit", "message": message })),
-        EngineEvent::RewriteRefused { envelope } => (
+        EngineEvent::EnvelopeUnreadable { envelope } => (
             "error",
-            json!({ "code": "rewrite", "message": format!("envelope {envelope} could not be stored again after a deletion: the deletion holds, but its deleted bytes stay in storage") }),
+            json!({ "code": "unreadable", "message": format!("envelope {envelope} no longer reads as signed: it is not sent to peers, and deletions in it are not stored (they hold, the deleted bytes stay in storage)") }),
         ),
         _ => ("other", json!({})),
     };

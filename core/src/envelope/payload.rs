@@ -115,6 +115,9 @@ mod tests {
         let mut small = Payload::Plain(repetitive(DEFLATE_MIN - 1));
         small.deflate();
         assert!(small.deflated().is_none());
+        let mut at_the_minimum = Payload::Plain(repetitive(DEFLATE_MIN));
+        at_the_minimum.deflate();
+        assert!(at_the_minimum.deflated().is_some());
         let mut rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(3);
         let mut noise = vec![0u8; 100_000];
         rand_core::RngCore::fill_bytes(&mut rng, &mut noise);

@@ -234,11 +234,12 @@ pub enum EngineEvent {
         /// Why.
         message: String,
     },
-    /// A redacted envelope could not be stored again: written out, it no longer hashes to its ID
-    /// (an attachment of it no longer reads: a bug, never expected). The deletion holds (it is an
-    /// envelope of its own), but the stored record keeps the earlier form, deleted bytes and all,
-    /// so that the store still opens.
-    RewriteRefused {
+    /// An envelope held here can no longer be written out as its author signed it: part of it
+    /// (a deflated payload, a block of packed visits) no longer reads — a bug, never expected.
+    /// It is not sent to peers, and a redaction of it is not stored: a deletion holds (it is an
+    /// envelope of its own), but the stored record keeps the earlier form, deleted bytes and
+    /// all, so that the store still opens. Reported once per envelope.
+    EnvelopeUnreadable {
         /// The envelope.
         envelope: EnvelopeId,
     },
@@ -466,6 +467,8 @@ pub struct Engine {
     /// each are in flight. They are not sent until it is: a redaction must never travel ahead of
     /// the deletion that caused it, which a crash could still lose.
     dirty: BTreeMap<EnvelopeId, usize>,
+    /// Envelopes that can no longer be written out as signed (reported once; never sent).
+    unreadable: BTreeSet<EnvelopeId>,
 }
 
 /// Pops the front of a queue and, once it is empty, gives back the capacity a burst grew it to
@@ -514,6 +517,7 @@ impl Engine {
             durable: BTreeMap::new(),
             durable_pending: BTreeMap::new(),
             dirty: BTreeMap::new(),
+            unreadable: BTreeSet::new(),
         }
     }
 
@@ -770,10 +774,18 @@ impl Engine {
                 // envelope whose redaction is not durable yet waits (order is kept).
                 while peer.send_queue.front().is_some_and(|id| !dirty.contains_key(id)) {
                     let Some(id) = peer.send_queue.pop_front() else { break };
-                    if let Some(envelope) = state.and_then(|s| s.envelope(&id)) {
-                        peer.queue(&Message::Envelope(envelope.encode()));
-                        break;
+                    if self.unreadable.contains(&id) {
+                        continue;
                     }
+                    let Some(envelope) = state.and_then(|s| s.envelope(&id)) else { continue };
+                    // Never what its author did not sign: the peer would refuse it anyway.
+                    let Some(bytes) = envelope.encode_as_signed() else {
+                        self.unreadable.insert(id);
+                        self.events.push_back(EngineEvent::EnvelopeUnreadable { envelope: id });
+                        continue;
+                    };
+                    peer.queue(&Message::Envelope(bytes));
+                    break;
                 }
             }
             if let Some(frame) = peer.outbox.pop_front() {
@@ -1326,7 +1338,9 @@ impl Engine {
                 let write = storage::EnvelopeWrite::Rewrite;
                 let Some(record) = storage::seal_envelope_record(&key, &record_key, position as u64, envelope, write)
                 else {
-                    self.events.push_back(EngineEvent::RewriteRefused { envelope: id });
+                    if self.unreadable.insert(id) {
+                        self.events.push_back(EngineEvent::EnvelopeUnreadable { envelope: id });
+                    }
                     continue;
                 };
                 puts.push((record_key, record));

@@ -133,7 +133,8 @@ pub(crate) enum EnvelopeWrite {
     Fresh(Option<crate::envelope::PackSpec>),
     /// Written again after a redaction, in the form it is held. Checked first: the body must still
     /// hash to the envelope's ID (an attachment that no longer reads would be listed with a zero
-    /// hash, and the record, MAC'd and all, would fail the next load as tampered).
+    /// hash, and the record, MAC'd and all, would fail the next load as tampered). Hashing, not
+    /// trusting `write_body`'s own account, so that any bug is caught here.
     Rewrite,
 }
 
@@ -165,7 +166,11 @@ pub(crate) fn seal_envelope_record(
     w.set_u32_at(2, u32::try_from(w.len().saturating_sub(6)).unwrap_or(u32::MAX));
     let tag = mac(storage_key, kind, w.as_bytes().get(6..).unwrap_or_default());
     w.raw(&tag);
-    Some(w.into_bytes())
+    let mut record = w.into_bytes();
+    // Sized for the canonical form, of which a packed or deflated one is a fraction; the record
+    // waits in its batch until the driver has stored it.
+    record.shrink_to_fit();
+    Some(record)
 }
 
 pub(crate) fn split_envelope_body(body: &[u8]) -> Option<(u64, &[u8])> {
