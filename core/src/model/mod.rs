@@ -702,6 +702,9 @@ impl BrowserState {
                     }
                 }
                 let decoded = Update::decode_v1(update).map_err(|e| IngestError::Yrs(e.to_string()))?;
+                // An inflated payload (up to 1 MiB) goes before the document grows: a cold open's
+                // peak comes while the last bulk update is applied.
+                drop(payload);
                 self.doc.transact_mut().apply_update(decoded).map_err(|e| IngestError::Yrs(e.to_string()))?;
                 self.client_owner.insert(client, author);
                 for value in values {
