@@ -364,22 +364,24 @@ impl Envelope {
     /// Decodes what [`Envelope::write_stored_to`] wrote. Only for this device's own storage, read
     /// under its MAC (a packed form's blocks are not inflated here).
     pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Self, DecodeError> {
+        fn stored_form(rest: &[u8]) -> Result<Reader<'_>, DecodeError> {
+            if rest.len() > MAX_ENVELOPE_LEN {
+                return Err(DecodeError::TooLarge {
+                    what: "envelope",
+                    len: rest.len() as u64,
+                    max: MAX_ENVELOPE_LEN as u64,
+                });
+            }
+            Ok(Reader::new(rest))
+        }
         match bytes.split_first() {
-            Some((&STORED_PACKED_FORMAT, rest)) => Self::decode_stored_packed(rest),
-            Some((&STORED_DEFLATED_FORMAT, rest)) => Self::decode_stored_deflated(rest),
+            Some((&STORED_PACKED_FORMAT, rest)) => Self::decode_stored_packed(stored_form(rest)?),
+            Some((&STORED_DEFLATED_FORMAT, rest)) => Self::decode_stored_deflated(stored_form(rest)?),
             _ => Self::decode(bytes),
         }
     }
 
-    fn decode_stored_deflated(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_ENVELOPE_LEN {
-            return Err(DecodeError::TooLarge {
-                what: "envelope",
-                len: bytes.len() as u64,
-                max: MAX_ENVELOPE_LEN as u64,
-            });
-        }
-        let mut r = Reader::new(bytes);
+    fn decode_stored_deflated(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         // The ID as stored, under the record's MAC: the body as written hashes to something else.
         let id = EnvelopeId(Hash::from_bytes(r.array("stored envelope id")?));
         let len = r.u32("stored payload length")?;
@@ -392,23 +394,17 @@ impl Envelope {
         }
         let mut envelope = Self::read(&mut r)?;
         r.finish("stored envelope")?;
-        let Payload::Plain(deflated) = std::mem::take(&mut envelope.payload) else {
-            return Err(DecodeError::NonCanonical { what: "stored payload", reason: "deflated twice" });
+        // Read as a plain payload: its bytes are the deflated ones.
+        let deflated = match std::mem::take(&mut envelope.payload) {
+            Payload::Plain(bytes) => bytes.into_boxed_slice(),
+            Payload::Deflated { bytes, .. } => bytes,
         };
-        envelope.payload = Payload::Deflated { len, bytes: deflated.into() };
+        envelope.payload = Payload::Deflated { len, bytes: deflated };
         envelope.id = id;
         Ok(envelope)
     }
 
-    fn decode_stored_packed(rest: &[u8]) -> Result<Self, DecodeError> {
-        if rest.len() > MAX_ENVELOPE_LEN {
-            return Err(DecodeError::TooLarge {
-                what: "envelope",
-                len: rest.len() as u64,
-                max: MAX_ENVELOPE_LEN as u64,
-            });
-        }
-        let mut r = Reader::new(rest);
+    fn decode_stored_packed(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         let (mut envelope, count) = Self::read_signed(&mut r)?;
         envelope.attachments = Attachments::read_packed(&mut r, count)?;
         r.finish("stored envelope")?;

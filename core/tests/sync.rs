@@ -443,6 +443,26 @@ fn stored_records_are_checked_on_load() {
     assert!(load(moved).is_err());
 }
 
+/// Opens a node's stored records (its identity record among them) as a fresh engine.
+fn load_stored(
+    storage: &std::collections::BTreeMap<RecordKey, Vec<u8>>,
+    now: u64,
+) -> Result<kathon_core::sync::Engine, kathon_core::sync::storage::LoadError> {
+    let records = storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone()));
+    kathon_core::sync::Engine::load(Config::default(), &storage[&RecordKey::Identity], records, [9; 32], now)
+}
+
+/// Deletes all of `node`'s history in one transaction.
+fn delete_all_history(net: &mut SimNet, node: usize) {
+    let now = net.now_ms;
+    net.engine(node)
+        .transact(now, |e| {
+            e.delete_all_history();
+            Ok(())
+        })
+        .unwrap();
+}
+
 /// Generates a profile of `visits` visits from `seed` and records them all on `node` in one
 /// transaction (one envelope); returns the profile.
 fn record_visits(net: &mut SimNet, node: usize, seed: u64, visits: usize) -> kathon_core::testing::Profile {
@@ -887,12 +907,7 @@ fn history_stored_packed_reads_back_the_same() {
     };
     let before = history(net.engine(a));
     assert_eq!(before.len(), 303);
-    let load = |storage: &std::collections::BTreeMap<RecordKey, Vec<u8>>, now| {
-        let identity = storage[&RecordKey::Identity].clone();
-        let records: Vec<_> =
-            storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
-        kathon_core::sync::Engine::load(Config::default(), &identity, records, [9; 32], now).unwrap()
-    };
+    let load = |storage: &_, now| load_stored(storage, now).unwrap();
     let loaded = load(&net.nodes[a].storage, net.now_ms);
     assert_eq!(history(&loaded), before);
     let state = loaded.state().unwrap();
@@ -944,13 +959,7 @@ fn history_stored_packed_reads_back_the_same() {
 
     // Everything deleted: every block of the packed envelope emptied in one pass; its record
     // keeps no visit.
-    let now = net.now_ms;
-    net.engine(a)
-        .transact(now, |e| {
-            e.delete_all_history();
-            Ok(())
-        })
-        .unwrap();
+    delete_all_history(&mut net, a);
     net.run_for(1_000);
     assert_eq!(history(net.engine(a)).len(), 0);
     assert_eq!(history(net.engine(b)).len(), 0);
@@ -982,11 +991,7 @@ fn a_rewrite_that_no_longer_matches_its_id_is_refused() {
     let identity = net.nodes[a].storage[&RecordKey::Identity].clone();
     let broken = kathon_core::testing::break_packed_block(&identity, key, &net.nodes[a].storage[&key], 0).unwrap();
     net.nodes[a].storage.insert(key, broken.clone());
-    let load = |storage: &std::collections::BTreeMap<RecordKey, Vec<u8>>, now| {
-        let records: Vec<_> =
-            storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
-        kathon_core::sync::Engine::load(Config::default(), &identity, records, [9; 32], now)
-    };
+    let load = load_stored;
     // Nothing is inflated to open a store: it opens.
     let loaded = load(&net.nodes[a].storage, net.now_ms).unwrap();
     assert_eq!(loaded.state().unwrap().history_len(), 200);
@@ -1008,13 +1013,7 @@ fn a_rewrite_that_no_longer_matches_its_id_is_refused() {
     assert!(!net.nodes[b].events.iter().any(|e| matches!(e, EngineEvent::PeerSentInvalid { .. })));
     assert_eq!(reported(&net), 1, "the unreadable envelope is reported");
 
-    let now = net.now_ms;
-    net.engine(a)
-        .transact(now, |e| {
-            e.delete_all_history();
-            Ok(())
-        })
-        .unwrap();
+    delete_all_history(&mut net, a);
     net.run_for(1_000);
     assert_eq!(reported(&net), 1, "reported once, not again for the refused rewrite");
     assert_eq!(net.nodes[a].storage[&key], broken, "the stored record is left as it was");
@@ -1064,11 +1063,7 @@ fn bulk_document_updates_are_stored_deflated_and_read_back_the_same() {
     }
 
     let identity = net.nodes[a].storage[&RecordKey::Identity].clone();
-    let load = |storage: &std::collections::BTreeMap<RecordKey, Vec<u8>>, now| {
-        let records: Vec<_> =
-            storage.iter().filter(|(k, _)| **k != RecordKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
-        kathon_core::sync::Engine::load(Config::default(), &identity, records, [9; 32], now)
-    };
+    let load = load_stored;
     let loaded = load(&net.nodes[a].storage, net.now_ms).unwrap();
     assert_eq!(loaded.state().unwrap().digest(), digest);
     assert!(loaded.state().unwrap().envelopes().filter(|e| e.payload_deflated()).count() == deflated.len());
