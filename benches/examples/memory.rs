@@ -154,7 +154,8 @@ impl Breakdown {
                 let payload = envelope.payload().unwrap();
                 b.doc_payload += payload.len();
                 b.doc_payload_held += envelope.payload_held_len();
-                updates.push(payload.get(16..).unwrap().to_vec());
+                // As the replica's document holds it: the values are in the registers.
+                updates.push(kathon_core::model::yupdate::held_form(payload.get(16..).unwrap()).unwrap());
             } else {
                 b.history_envelopes += 1;
                 b.history_payload += envelope.payload().unwrap().len();

@@ -701,10 +701,15 @@ impl BrowserState {
                         return Ok(None);
                     }
                 }
-                let decoded = Update::decode_v1(update).map_err(|e| IngestError::Yrs(e.to_string()))?;
+                // The document takes the update stripped of its values (the registers hold them;
+                // see `yupdate`'s docs).
+                let stripped = yupdate::strip_values(update, &checked);
+                drop(checked);
                 // An inflated payload (up to 1 MiB) goes before the document grows: a cold open's
                 // peak comes while the last bulk update is applied.
                 drop(payload);
+                let decoded = Update::decode_v1(&stripped).map_err(|e| IngestError::Yrs(e.to_string()))?;
+                drop(stripped);
                 self.doc.transact_mut().apply_update(decoded).map_err(|e| IngestError::Yrs(e.to_string()))?;
                 self.client_owner.insert(client, author);
                 for value in values {
@@ -1205,9 +1210,15 @@ impl BrowserState {
         }
     }
 
-    /// The encoded document state: the `yrs` document and the history store.
+    /// The encoded replica state, to compare replicas: the `yrs` document (its structure: the
+    /// values are in the registers), every register's values and the history store.
     pub fn encode_state(&self) -> Vec<u8> {
         let mut out = self.doc.transact().encode_state_as_update_v1(&StateVector::default());
+        for register in self.registers.values() {
+            for value in register.values() {
+                out.extend_from_slice(&value.encode());
+            }
+        }
         out.extend_from_slice(&self.history.encode(&LogVisits::new(&self.log)));
         out
     }
@@ -1833,13 +1844,18 @@ impl<R: CryptoRngCore> Edit<'_, R> {
 impl BrowserState {
     fn commit_doc_chunk(&mut self, chunk: &[&(String, VerifiedRegisterValue)]) -> Result<VerifiedEnvelope, ModelError> {
         let map = self.doc.get_or_insert_map(author_map(&self.device_id));
-        let update = {
+        // The document holds `null` entries; the update sent carries the signed values in their
+        // place (see `yupdate`'s docs).
+        let stripped = {
             let mut txn = self.doc.transact_mut();
-            for (p, value) in chunk {
-                map.insert(&mut txn, p.as_str(), value.encode());
+            for (p, _) in chunk {
+                map.insert(&mut txn, p.as_str(), yrs::Any::Null);
             }
             txn.encode_update_v1()
         };
+        let values: Vec<Vec<u8>> = chunk.iter().map(|(_, value)| value.encode()).collect();
+        let update = yupdate::fill_values(&stripped, &values).map_err(|e| ModelError::Yrs(e.to_string()))?;
+        drop((stripped, values));
         let mut payload = Vec::with_capacity(update.len().saturating_add(16));
         payload.extend_from_slice(&self.nonce);
         payload.extend_from_slice(&update);

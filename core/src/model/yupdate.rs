@@ -18,8 +18,21 @@
 //! * the delete set names only the author's own, already-known items.
 //!
 //! Every count and length is checked against the bytes left before anything is allocated.
+//!
+//! # The document holds the structure, the registers hold the values
+//!
+//! The values in a replica's `yrs` document were never read back: the register index holds each
+//! of them, decoded, and peers get them in the signed envelopes. So the document is given each
+//! update **stripped** ([`strip_values`]): every entry's binary value replaced by `null`, the
+//! items, clocks, origins and deletions left exactly as they were. A local change is made the same
+//! way — `null` entries — and the update yrs writes for it is **filled** ([`fill_values`]) with the
+//! signed values before it is sent: byte for byte what yrs would have written for the values
+//! themselves (a test checks it against yrs). Every replica's document is then the same skeleton,
+//! and a bulk update no longer leaves a second copy of every value (~200 bytes per register) in
+//! the document.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use crate::error::DecodeError;
 
@@ -30,6 +43,7 @@ const HAS_ORIGIN: u8 = 0b1000_0000;
 const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
 const HAS_PARENT_SUB: u8 = 0b0010_0000;
 const ANY_BUFFER_TAG: u8 = 116;
+const ANY_NULL_TAG: u8 = 126;
 /// `yrs` client IDs are 53-bit (values above are silently masked, so they must be refused).
 pub(crate) const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
 
@@ -74,6 +88,8 @@ pub enum UpdateRuleError {
 pub(crate) struct CheckedUpdate<'a> {
     /// The binary values inserted, in order (each must then verify as a register value).
     pub(crate) values: Vec<&'a [u8]>,
+    /// Where each inserted entry's value is in the update, from its tag to its last byte, in order.
+    pub(crate) value_spans: Vec<Range<usize>>,
     /// Clock range `[start, end)` inserted for the declared client, if any block was inserted.
     pub(crate) clock_range: Option<(u32, u32)>,
 }
@@ -167,7 +183,16 @@ pub(crate) fn check_update<'a>(
     declared: u64,
     doc: &dyn DocView,
 ) -> Result<CheckedUpdate<'a>, UpdateRuleError> {
-    check_update_in(update, Some(own_map), declared, doc)
+    check_update_in(update, Some(own_map), declared, doc, Entries::Signed)
+}
+
+/// What an update's map entries hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entries {
+    /// Signed register values (an update as sent).
+    Signed,
+    /// `null` (an update as the document holds it).
+    Stripped,
 }
 
 fn check_update_in<'a>(
@@ -175,6 +200,7 @@ fn check_update_in<'a>(
     own_map: Option<&str>,
     declared: u64,
     doc: &dyn DocView,
+    entries: Entries,
 ) -> Result<CheckedUpdate<'a>, UpdateRuleError> {
     let mut r = Lib0 { buf: update, pos: 0 };
     let mut out = CheckedUpdate::default();
@@ -257,10 +283,13 @@ fn check_update_in<'a>(
                             if r.var("any count")? != 1 {
                                 return Err(UpdateRuleError::ForbiddenContent(CONTENT_ANY));
                             }
-                            if r.u8("any tag")? != ANY_BUFFER_TAG {
-                                return Err(UpdateRuleError::ForbiddenContent(CONTENT_ANY));
+                            let at = r.pos;
+                            match (r.u8("any tag")?, entries) {
+                                (ANY_BUFFER_TAG, Entries::Signed) => out.values.push(r.bytes("any buffer")?),
+                                (ANY_NULL_TAG, Entries::Stripped) => {}
+                                _ => return Err(UpdateRuleError::ForbiddenContent(CONTENT_ANY)),
                             }
-                            out.values.push(r.bytes("any buffer")?);
+                            out.value_spans.push(at..r.pos);
                             1
                         }
                         other => return Err(UpdateRuleError::ForbiddenContent(other)),
@@ -301,6 +330,11 @@ fn check_update_in<'a>(
 /// The binary values of an update this replica already accepted (for audits: which envelope
 /// carried a value). `None` if it does not parse as a document update.
 pub(crate) fn values_in(update: &[u8]) -> Option<Vec<&[u8]>> {
+    check_accepted(update, Entries::Signed).map(|c| c.values)
+}
+
+/// Parses an update already accepted (or written here by `yrs`), whatever its client and clock.
+fn check_accepted(update: &[u8], entries: Entries) -> Option<CheckedUpdate<'_>> {
     /// Answers as the document did when the update was accepted: the one client's clock started
     /// where the update starts.
     struct Accepted {
@@ -324,5 +358,145 @@ pub(crate) fn values_in(update: &[u8]) -> Option<Vec<&[u8]>> {
     };
     let view = Accepted { client, start };
     // The map name was checked when the update was accepted; any name is read here.
-    check_update_in(update, None, client, &view).ok().map(|c| c.values)
+    check_update_in(update, None, client, &view, entries).ok()
+}
+
+/// An accepted update (a document-update envelope's payload after its session nonce) as a
+/// replica's document holds it: every entry's value replaced by `null`. `None` if it does not
+/// parse as a document update. For tools that measure the document; replicas strip as they check.
+pub fn held_form(update: &[u8]) -> Option<Vec<u8>> {
+    check_accepted(update, Entries::Signed).map(|checked| strip_values(update, &checked))
+}
+
+/// `update` (checked: `checked` is what [`check_update`] found in it) as the document holds it:
+/// every entry's value replaced by `null`.
+pub(crate) fn strip_values(update: &[u8], checked: &CheckedUpdate<'_>) -> Vec<u8> {
+    let kept = checked.value_spans.iter().map(|span| span.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(update.len().saturating_sub(kept).saturating_add(checked.value_spans.len()));
+    splice(update, &checked.value_spans, &mut out, |_, out| out.push(ANY_NULL_TAG));
+    out
+}
+
+/// The update `yrs` wrote for `null` entries (a local change; see the module docs), with the
+/// entries' `values` in their place, in order: the update to sign and send.
+pub(crate) fn fill_values(stripped: &[u8], values: &[Vec<u8>]) -> Result<Vec<u8>, UpdateRuleError> {
+    let checked =
+        check_accepted(stripped, Entries::Stripped).ok_or(UpdateRuleError::Malformed(DecodeError::NonCanonical {
+            what: "local yrs update",
+            reason: "unexpected shape",
+        }))?;
+    if checked.value_spans.len() != values.len() {
+        return Err(UpdateRuleError::Malformed(DecodeError::NonCanonical {
+            what: "local yrs update",
+            reason: "not one entry per value",
+        }));
+    }
+    let added = values.iter().map(|v| v.len().saturating_add(10)).sum::<usize>();
+    let mut out = Vec::with_capacity(stripped.len().saturating_add(added));
+    splice(stripped, &checked.value_spans, &mut out, |i, out| {
+        let value = values.get(i).map(Vec::as_slice).unwrap_or_default();
+        out.push(ANY_BUFFER_TAG);
+        write_var(out, u64::try_from(value.len()).unwrap_or(u64::MAX));
+        out.extend_from_slice(value);
+    });
+    Ok(out)
+}
+
+/// Copies `update` into `out`, with `replace(i, out)` writing what takes the place of `spans[i]`
+/// (ascending, within `update`).
+fn splice(update: &[u8], spans: &[Range<usize>], out: &mut Vec<u8>, mut replace: impl FnMut(usize, &mut Vec<u8>)) {
+    let mut from = 0;
+    for (i, span) in spans.iter().enumerate() {
+        out.extend_from_slice(update.get(from..span.start).unwrap_or_default());
+        replace(i, out);
+        from = span.end;
+    }
+    out.extend_from_slice(update.get(from..).unwrap_or_default());
+}
+
+/// A lib0 unsigned varint.
+fn write_var(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let low = value.to_le_bytes()[0] & 0x7f;
+        value >>= 7;
+        if value == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use yrs::{Any, Doc, Map, ReadTxn, Transact};
+
+    /// Writes `entries` into `doc`'s map `a:x` in one transaction, as values or as `null`.
+    fn write(doc: &Doc, entries: &[(&str, Vec<u8>)], values: bool) -> Vec<u8> {
+        let map = doc.get_or_insert_map("a:x");
+        let mut txn = doc.transact_mut();
+        for (key, value) in entries {
+            let content = if values { Any::from(value.clone()) } else { Any::Null };
+            map.insert(&mut txn, *key, content);
+        }
+        txn.encode_update_v1()
+    }
+
+    #[test]
+    fn a_filled_update_is_byte_for_byte_what_yrs_writes_for_the_values() {
+        let signed = Doc::with_client_id(7);
+        let stripped = Doc::with_client_id(7);
+        let long = vec![0xab; 300]; // a two-byte length
+        let rounds: Vec<Vec<(&str, Vec<u8>)>> = vec![
+            vec![("b/1/title", b"one".to_vec()), ("b/1/url", b"https://a".to_vec()), ("b/2/title", Vec::new())],
+            // Overwrites: these entries name an origin, not their key.
+            vec![("b/1/title", long.clone()), ("b/3/title", b"three".to_vec()), ("b/2/title", vec![0; 127])],
+            vec![("b/1/title", vec![1; 128]), ("b/1/url", long)],
+        ];
+        for entries in rounds {
+            let sent = write(&signed, &entries, true);
+            let held = write(&stripped, &entries, false);
+            let values: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.clone()).collect();
+            assert_eq!(fill_values(&held, &values).unwrap(), sent);
+            let checked = check_accepted(&sent, Entries::Signed).unwrap();
+            assert_eq!(checked.values, values.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            assert_eq!(strip_values(&sent, &checked), held);
+        }
+        // The two documents differ only in what their entries hold.
+        let signed_state = signed.transact().encode_state_as_update_v1(&Default::default());
+        let stripped_state = stripped.transact().encode_state_as_update_v1(&Default::default());
+        let checked = check_accepted(&signed_state, Entries::Signed).unwrap();
+        assert_eq!(strip_values(&signed_state, &checked), stripped_state);
+    }
+
+    #[test]
+    fn filling_needs_one_value_per_entry_and_a_stripped_update() {
+        let doc = Doc::with_client_id(9);
+        let held = write(&doc, &[("k/1/key", vec![1]), ("k/2/key", vec![2])], false);
+        assert!(fill_values(&held, &[vec![1]]).is_err());
+        assert!(fill_values(&held, &[vec![1], vec![2], vec![3]]).is_err());
+        let sent = fill_values(&held, &[vec![1], vec![2]]).unwrap();
+        assert!(fill_values(&sent, &[vec![1], vec![2]]).is_err(), "values where nulls were expected");
+    }
+
+    #[test]
+    fn a_peer_update_with_null_entries_is_refused() {
+        struct Empty;
+        impl DocView for Empty {
+            fn is_authors_client(&self, client: u64) -> bool {
+                client == 9
+            }
+            fn next_clock(&self, _client: u64) -> u32 {
+                0
+            }
+        }
+        let doc = Doc::with_client_id(9);
+        let held = write(&doc, &[("k/1/key", vec![1])], false);
+        assert_eq!(check_update(&held, "a:x", 9, &Empty).unwrap_err(), UpdateRuleError::ForbiddenContent(CONTENT_ANY));
+        let sent = fill_values(&held, &[vec![1]]).unwrap();
+        assert_eq!(check_update(&sent, "a:x", 9, &Empty).unwrap().values, vec![&[1u8][..]]);
+    }
 }
