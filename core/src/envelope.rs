@@ -606,8 +606,8 @@ impl VerifiedEnvelope {
     pub fn payload_held_len(&self) -> usize {
         self.0.payload.held_len()
     }
-    /// The attachments, `None` where redacted. Borrowed, unless held packed (see
-    /// [`VerifiedEnvelope::pack_attachments`]).
+    /// The attachments, `None` where redacted. Borrowed, unless held packed (a stored history
+    /// envelope of many visits: see `docs/protocol.md`).
     pub fn attachments(&self) -> impl ExactSizeIterator<Item = Option<Cow<'_, [u8]>>> + '_ {
         self.0.attachments.iter()
     }

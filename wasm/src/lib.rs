@@ -1,7 +1,7 @@
 //! Browser bindings of Kathon Sync: the npm package `kathon-sync`.
 //!
 //! A thin layer in the style of `ywasm` and `automerge-wasm`: [`KathonStore`] wraps the sans-IO
-//! [`Engine`](kathon_core::sync::Engine) of `kathon-core`, converts values at the edge, and drives
+//! [`Engine`] of `kathon-core`, converts values at the edge, and drives
 //! the engine with browser APIs — IndexedDB for storage ([`idb_store`]), `RTCPeerConnection` data
 //! channels for peers and a WebSocket to the local bridge for signaling ([`driver`]). It makes no
 //! protocol decisions. Every error is a real JS `Error` with a stable `name` and `code`

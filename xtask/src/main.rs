@@ -141,6 +141,9 @@ fn test(runner: &mut Runner) -> Result<(), TaskError> {
             .args(["--", "-D", "warnings"])
             .run()
     })?;
+    runner.step("crate docs (cargo doc, warnings denied: broken or private links)", || {
+        Cmd::new("cargo").args(["doc", "--workspace", "--no-deps", "--locked"]).env("RUSTDOCFLAGS", "-D warnings").run()
+    })?;
     runner.step("native tests", || Cmd::new("cargo").args(["test", "--workspace", "--locked"]).run())?;
     build_pkg(runner)?;
     runner.step("core tests in wasm under Node", || {

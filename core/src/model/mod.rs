@@ -1844,12 +1844,12 @@ impl<R: CryptoRngCore> Edit<'_, R> {
 impl BrowserState {
     fn commit_doc_chunk(&mut self, chunk: &[&(String, VerifiedRegisterValue)]) -> Result<VerifiedEnvelope, ModelError> {
         let map = self.doc.get_or_insert_map(author_map(&self.device_id));
-        // The document holds `null` entries; the update sent carries the signed values in their
-        // place (see `yupdate`'s docs).
+        // The document holds placeholder entries; the update sent carries the signed values in
+        // their place (see `yupdate`'s docs).
         let stripped = {
             let mut txn = self.doc.transact_mut();
             for (p, _) in chunk {
-                map.insert(&mut txn, p.as_str(), yrs::Any::Null);
+                map.insert(&mut txn, p.as_str(), yupdate::Placeholder);
             }
             txn.encode_update_v1()
         };

@@ -1,6 +1,6 @@
 //! Names and encodings of everything stored in the document: item IDs, register paths and the
 //! values kept in registers. Every value has a canonical fixed-width encoding (see
-//! `docs/model.md`) decoded with the same capped [`Reader`] as the wire formats.
+//! `docs/model.md`) decoded with the same capped `Reader` as the wire formats.
 
 use core::fmt;
 use core::str::FromStr;
