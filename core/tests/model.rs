@@ -429,3 +429,62 @@ fn a_folder_whose_positions_would_outgrow_their_cap_refuses_the_insert_and_loses
     a.state.transact(T0 + 2_003, &mut a.rng, |e| e.move_bookmark(&other, folder, Some(0))).unwrap();
     assert_eq!(a.state.bookmarks().children(&folder).first(), Some(&other));
 }
+
+/// The document a replica holds has placeholders where the values were; what it sends must carry
+/// each value under its own path's key (the update is filled entry by entry, in order).
+#[test]
+fn every_value_sent_sits_under_its_own_path() {
+    use kathon_core::model::KIND_DOC_UPDATE;
+    use kathon_core::register::RegisterValue;
+    use yrs::updates::decoder::Decode;
+    use yrs::{Any, Map, Out, ReadTxn, Transact};
+
+    let fx = Fixture::new(101, 1);
+    let mut a = fx.replica(0, 1);
+    let (pages, mut sent) = a
+        .state
+        .transact(T0, &mut a.rng, |e| {
+            let folder = e.add_bookmark(ItemId::TOOLBAR, None, NodeKind::Folder, "Docs", None)?;
+            (0..5)
+                .map(|i| {
+                    let url = format!("https://example.org/{i}");
+                    e.add_bookmark(folder, None, NodeKind::Bookmark, &format!("page {i}"), Some(&url))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap();
+    // Overwrites (their entries name an origin, not their key), in another order.
+    let (_, edits) = a
+        .state
+        .transact(T0 + 1, &mut a.rng, |e| {
+            e.edit_bookmark(&pages[3], None, Some("https://example.org/three"))?;
+            e.edit_bookmark(&pages[0], Some("zero"), None)
+        })
+        .unwrap();
+    sent.extend(edits);
+
+    let scratch = yrs::Doc::with_client_id(1);
+    for envelope in sent.iter().filter(|e| e.kind() == KIND_DOC_UPDATE) {
+        let payload = envelope.payload().unwrap();
+        let update = yrs::Update::decode_v1(&payload[16..]).unwrap();
+        scratch.transact_mut().apply_update(update).unwrap();
+    }
+    // Roots arrive untyped: read each as the map it is.
+    let names: Vec<String> = scratch.transact().root_refs().map(|(name, _)| name.to_owned()).collect();
+    assert_eq!(names.len(), 1, "one device, one map");
+    let maps: Vec<_> = names.iter().map(|name| scratch.get_or_insert_map(name.as_str())).collect();
+    let txn = scratch.transact();
+    let mut checked = 0;
+    for map in maps {
+        for (key, value) in map.iter(&txn) {
+            let Out::Any(Any::Buffer(bytes)) = value else { panic!("{key}: not a buffer: {value:?}") };
+            let value = RegisterValue::decode(&bytes, a.state.device()).unwrap();
+            assert_eq!(value.path(), key);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 + 5 * 3, "the folder's two registers and each bookmark's three, once each");
+    let tree = a.state.bookmarks();
+    assert_eq!(tree.get(&pages[0]).unwrap().title, "zero");
+    assert_eq!(tree.get(&pages[3]).unwrap().url.as_deref(), Some("https://example.org/three"));
+}

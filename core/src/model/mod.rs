@@ -1001,19 +1001,23 @@ impl BrowserState {
         payload: Vec<u8>,
         attachments: Vec<Vec<u8>>,
     ) -> Result<VerifiedEnvelope, ModelError> {
+        let hlc = self.clock.tick(self.now_ms)?;
+        self.sign_and_apply_at(kind, hlc, payload, attachments)
+    }
+
+    fn sign_and_apply_at(
+        &mut self,
+        kind: u8,
+        hlc: Timestamp,
+        payload: Vec<u8>,
+        attachments: Vec<Vec<u8>>,
+    ) -> Result<VerifiedEnvelope, ModelError> {
         let (seq, prev) = match self.chains.head(&self.device_id) {
             Some((seq, id)) => (seq.saturating_add(1), Some(id)),
             None => (1, None),
         };
-        let unsigned = UnsignedEnvelope {
-            kind,
-            seq,
-            prev,
-            hlc: self.clock.tick(self.now_ms)?,
-            parents: self.heads_for_parents(),
-            payload,
-            attachments,
-        };
+        let unsigned =
+            UnsignedEnvelope { kind, seq, prev, hlc, parents: self.heads_for_parents(), payload, attachments };
         let envelope = Envelope::sign(&self.device, &self.identity, unsigned)?;
         self.record(envelope.clone());
         Ok(envelope)
@@ -1213,14 +1217,15 @@ impl BrowserState {
     /// The encoded replica state, to compare replicas: the `yrs` document (its structure: the
     /// values are in the registers), every register's values and the history store.
     pub fn encode_state(&self) -> Vec<u8> {
-        let mut out = self.doc.transact().encode_state_as_update_v1(&StateVector::default());
+        let mut w = crate::codec::Writer::with_capacity(0);
+        w.bytes_u32(&self.doc.transact().encode_state_as_update_v1(&StateVector::default()));
         for register in self.registers.values() {
             for value in register.values() {
-                out.extend_from_slice(&value.encode());
+                w.bytes_u32(&value.encode());
             }
         }
-        out.extend_from_slice(&self.history.encode(&LogVisits::new(&self.log)));
-        out
+        w.bytes_u32(&self.history.encode(&LogVisits::new(&self.log)));
+        w.into_bytes()
     }
 
     /// Every byte this replica would send a peer that has nothing: all applied envelopes.
@@ -1843,6 +1848,11 @@ impl<R: CryptoRngCore> Edit<'_, R> {
 
 impl BrowserState {
     fn commit_doc_chunk(&mut self, chunk: &[&(String, VerifiedRegisterValue)]) -> Result<VerifiedEnvelope, ModelError> {
+        // What can fail is done before the document takes the entries: `yrs` cannot undo them,
+        // and clocks of this session that no envelope carries would stop every later update of
+        // it at the peers (a clock gap). The HLC first; the envelope stays under its size cap by
+        // `DOC_CHUNK`; the fill fails only if `yrs` wrote an update of another shape.
+        let hlc = self.clock.tick(self.now_ms)?;
         let map = self.doc.get_or_insert_map(author_map(&self.device_id));
         // The document holds placeholder entries; the update sent carries the signed values in
         // their place (see `yupdate`'s docs).
@@ -1859,7 +1869,7 @@ impl BrowserState {
         let mut payload = Vec::with_capacity(update.len().saturating_add(16));
         payload.extend_from_slice(&self.nonce);
         payload.extend_from_slice(&update);
-        self.sign_and_apply(KIND_DOC_UPDATE, payload, Vec::new())
+        self.sign_and_apply_at(KIND_DOC_UPDATE, hlc, payload, Vec::new())
     }
 
     fn commit_visits(

@@ -428,6 +428,8 @@ fn rewrite(
 ) {
     let mut from = 0;
     for (i, at) in entries.iter().enumerate() {
+        // The checker's own offsets into this very buffer, ascending: never otherwise.
+        debug_assert!(from <= at.info && at.info < at.content.start && at.content.end <= update.len());
         out.extend_from_slice(update.get(from..at.info).unwrap_or_default());
         let info = update.get(at.info).copied().unwrap_or_default();
         out.push((info & !CONTENT_KIND) | kind);
@@ -471,6 +473,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
     use super::*;
+    use yrs::updates::decoder::Decode;
     use yrs::{Any, Doc, Map, ReadTxn, Transact};
 
     /// Writes `entries` into `doc`'s map `a:x` in one transaction, as values or as an empty binary.
@@ -512,6 +515,37 @@ mod tests {
         let stripped_state = stripped.transact().encode_state_as_update_v1(&Default::default());
         let checked = check_accepted(&signed_state, Entries::Signed).unwrap();
         assert_eq!(strip_values(&signed_state, &checked), stripped_state);
+    }
+
+    #[test]
+    fn a_later_session_overwriting_an_earlier_ones_entries_fills_the_same() {
+        // Session 7 writes; both documents take its update (the held one stripped); session 8 of
+        // the same device then overwrites: origins and a delete set naming client 7.
+        let first: Vec<(&str, Vec<u8>)> = vec![("p/1/username", b"ada".to_vec()), ("p/1/notes", vec![7; 200])];
+        let sent = write(&Doc::with_client_id(7), &first, true);
+        let checked = check_accepted(&sent, Entries::Signed).unwrap();
+        let held = strip_values(&sent, &checked);
+        let signed = Doc::with_client_id(8);
+        let stripped = Doc::with_client_id(8);
+        signed.transact_mut().apply_update(yrs::Update::decode_v1(&sent).unwrap()).unwrap();
+        stripped.transact_mut().apply_update(yrs::Update::decode_v1(&held).unwrap()).unwrap();
+        let second: Vec<(&str, Vec<u8>)> = vec![("p/1/notes", Vec::new()), ("p/1/username", b"lovelace".to_vec())];
+        let sent = write(&signed, &second, true);
+        let values: Vec<Vec<u8>> = second.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(fill_values(&write(&stripped, &second, false), &values).unwrap(), sent);
+    }
+
+    #[test]
+    fn one_key_written_twice_in_a_transaction_fills_the_same() {
+        // `seal` publishes one value per path, but the rewrite does not depend on it.
+        let entries: Vec<(&str, Vec<u8>)> =
+            vec![("b/1/title", b"draft".to_vec()), ("b/2/title", b"x".to_vec()), ("b/1/title", b"final".to_vec())];
+        let sent = write(&Doc::with_client_id(5), &entries, true);
+        let held = write(&Doc::with_client_id(5), &entries, false);
+        let values: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(fill_values(&held, &values).unwrap(), sent);
+        let checked = check_accepted(&sent, Entries::Signed).unwrap();
+        assert_eq!(strip_values(&sent, &checked), held);
     }
 
     #[test]
