@@ -470,7 +470,7 @@ fn write_var(out: &mut Vec<u8>, mut value: u64) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
     use super::*;
     use yrs::updates::decoder::Decode;
@@ -546,6 +546,66 @@ mod tests {
         assert_eq!(fill_values(&held, &values).unwrap(), sent);
         let checked = check_accepted(&sent, Entries::Signed).unwrap();
         assert_eq!(strip_values(&sent, &checked), held);
+    }
+
+    /// Sessions of one device writing into its map, transaction after transaction: a fresh
+    /// session (a new client ID) starts from every earlier update, the signed document from the
+    /// updates as sent, the held one from them stripped.
+    /// One transaction: whether it starts a new session, and its writes (key, value length, byte).
+    #[cfg(not(target_arch = "wasm32"))]
+    type Transaction = (bool, Vec<(u8, usize, u8)>);
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn fill_and_strip_agree_with_yrs(transactions: &[Transaction]) {
+        const KEYS: [&str; 6] = ["b/1/title", "b/1/url", "b/1/place", "p/2/notes", "p/2/username", "w/3/layout"];
+        let mut sent_so_far: Vec<Vec<u8>> = Vec::new();
+        let mut held_so_far: Vec<Vec<u8>> = Vec::new();
+        let mut client = 100;
+        let mut docs = (Doc::with_client_id(client), Doc::with_client_id(client));
+        for (new_session, writes) in transactions {
+            if *new_session {
+                client += 1;
+                docs = (Doc::with_client_id(client), Doc::with_client_id(client));
+                for (sent, held) in sent_so_far.iter().zip(&held_so_far) {
+                    docs.0.transact_mut().apply_update(yrs::Update::decode_v1(sent).unwrap()).unwrap();
+                    docs.1.transact_mut().apply_update(yrs::Update::decode_v1(held).unwrap()).unwrap();
+                }
+            }
+            let entries: Vec<(&str, Vec<u8>)> =
+                writes.iter().map(|&(key, len, byte)| (KEYS[usize::from(key) % KEYS.len()], vec![byte; len])).collect();
+            let sent = write(&docs.0, &entries, true);
+            let held = write(&docs.1, &entries, false);
+            let values: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.clone()).collect();
+            assert_eq!(fill_values(&held, &values).unwrap(), sent);
+            let checked = check_accepted(&sent, Entries::Signed).unwrap();
+            assert_eq!(strip_values(&sent, &checked), held);
+            sent_so_far.push(sent);
+            held_so_far.push(held);
+        }
+        // The whole state once more, where it is one client's (the checker reads one client).
+        if client == 100 {
+            let signed_state = docs.0.transact().encode_state_as_update_v1(&Default::default());
+            let stripped_state = docs.1.transact().encode_state_as_update_v1(&Default::default());
+            let checked = check_accepted(&signed_state, Entries::Signed).unwrap();
+            assert_eq!(strip_values(&signed_state, &checked), stripped_state);
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn filled_and_stripped_updates_are_what_yrs_writes(
+            transactions in proptest::collection::vec(
+                (
+                    proptest::prelude::any::<bool>(),
+                    proptest::collection::vec((0u8..6, 0usize..300, proptest::prelude::any::<u8>()), 1..8),
+                ),
+                1..8,
+            )
+        ) {
+            fill_and_strip_agree_with_yrs(&transactions);
+        }
     }
 
     #[test]
