@@ -3,7 +3,7 @@
 //
 //   cargo xtask build-pkg --keep-names      # function names in the .wasm (a larger build)
 //   node benches/browser/run.mjs --only write --rounds 1   # builds the bench page once
-//   node benches/browser/profile.mjs [kathon|yjs|automerge|hop] [N] [--under FRAME[,FRAME...]] [--depth D]
+//   node benches/browser/profile.mjs [kathon|yjs|automerge|hop] [N] [--under FRAME[,FRAME...]] [--callers FRAME[,...]] [--depth D]
 //   node benches/browser/profile.mjs open [--under FRAME[,FRAME...]] [--depth D]
 //
 // `open` profiles Kathon's cold open of the realistic profile instead (the bench page's
@@ -12,7 +12,8 @@
 // `hop` profiles the bench's empty task hop alone (a MessageChannel round trip, no work): what
 // every library pays per edit for "edits arriving one at a time". `--under` prints the inclusive
 // time of what runs under each frame whose name starts with FRAME (`--depth` levels, default 3),
-// e.g. `--under kathon_wasm::KathonStore::add_bookmark`. Read shares, not absolute times: the
+// e.g. `--under kathon_wasm::KathonStore::add_bookmark`; `--callers` prints the self time of each
+// frame whose name starts with FRAME by the `--depth` frames that called it. Read shares, not absolute times: the
 // profiler slows the page (~15 %). Nothing here is asserted; it is a tool for looking.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,6 +27,7 @@ const positional = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.st
 const lib = positional[0] ?? 'kathon';
 const n = Number(positional[1] ?? 4000);
 const under = option('--under')?.split(',') ?? [];
+const callers = option('--callers')?.split(',') ?? [];
 const depth = Number(option('--depth') ?? 3);
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -101,6 +103,7 @@ function report(profile, result) {
   const self = new Map();
   const inclusive = new Map();
   const below = under.map(() => new Map());
+  const above = callers.map(() => new Map());
   profile.samples.forEach((id, i) => {
     const dt = profile.timeDeltas[i] ?? 0;
     const frames = stack(id);
@@ -114,6 +117,11 @@ function report(profile, result) {
         if (!seen.has(key)) below[k].set(key, (below[k].get(key) ?? 0) + dt);
         seen.add(key);
       }
+    });
+    callers.forEach((prefix, k) => {
+      if (!frames[0].startsWith(prefix)) return;
+      const key = frames.slice(1, 1 + depth).join(' <- ');
+      above[k].set(key, (above[k].get(key) ?? 0) + dt);
     });
   });
   const top = (map, count) => [...map].sort((a, b) => b[1] - a[1]).slice(0, count);
@@ -129,5 +137,9 @@ function report(profile, result) {
   under.forEach((prefix, k) => {
     console.log(`\nunder ${prefix}, ${unit}`);
     for (const [f, us] of top(below[k], 40)) console.log(`${per(us)}  ${f.slice(0, 160)}`);
+  });
+  callers.forEach((prefix, k) => {
+    console.log(`\nself time of ${prefix} by its callers (${depth} frames), ${unit}`);
+    for (const [f, us] of top(above[k], 20)) console.log(`${per(us)}  ${f.slice(0, 240)}`);
   });
 }

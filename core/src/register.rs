@@ -45,6 +45,11 @@ pub const MAX_VALUE_LEN: u32 = 64 * 1024;
 /// Most values one write may supersede (one per author slot).
 pub const MAX_SUPERSEDES: u8 = 64;
 
+/// A device ID held by every value it wrote. A replica holds tens of thousands of values, nearly
+/// all by a handful of devices, so each value points at one shared copy of its author's 32-byte
+/// key (4 bytes in wasm) — the values of one envelope share its author's.
+pub type SharedDeviceId = Arc<DeviceId>;
+
 /// The name of a register value: the hash of its author and its body.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ValueId(pub Hash);
@@ -72,10 +77,11 @@ pub struct RegisterValue {
     /// Shared with the replica's register map, which keys the register by it (one copy of each
     /// path, not two: ~22,500 registers in the realistic profile).
     path: Arc<str>,
-    author: DeviceId,
+    author: SharedDeviceId,
     hlc: Timestamp,
-    supersedes: Vec<ValueId>,
-    value: Vec<u8>,
+    /// Boxed slices, not vectors: exact size, and a replica holds one value per register.
+    supersedes: Box<[ValueId]>,
+    value: Box<[u8]>,
     /// Version 1 values carry their own signature; version 2 values are signed by their envelope.
     /// Boxed: almost every value has none, and replicas hold one value per register.
     signature: Option<Box<[u8; 64]>>,
@@ -101,7 +107,7 @@ impl RegisterValue {
     /// A new write by `author`, to be signed by the envelope that carries it. Prefer
     /// [`Register::write`], which fills in `supersedes`.
     pub fn write(
-        author: DeviceId,
+        author: &SharedDeviceId,
         path: &str,
         value: Vec<u8>,
         hlc: Timestamp,
@@ -110,10 +116,10 @@ impl RegisterValue {
         check_write(path, &value, &mut supersedes)?;
         let mut v = RegisterValue {
             path: Arc::from(path),
-            author,
+            author: Arc::clone(author),
             hlc,
-            supersedes,
-            value,
+            supersedes: supersedes.into_boxed_slice(),
+            value: value.into_boxed_slice(),
             signature: None,
             id: ValueId(Hash::ZERO),
         };
@@ -135,10 +141,10 @@ impl RegisterValue {
         check_write(path, &value, &mut supersedes)?;
         let mut v = RegisterValue {
             path: Arc::from(path),
-            author: author.public(),
+            author: Arc::new(author.public()),
             hlc,
-            supersedes,
-            value,
+            supersedes: supersedes.into_boxed_slice(),
+            value: value.into_boxed_slice(),
             signature: Some(Box::new([0; 64])),
             id: ValueId(Hash::ZERO),
         };
@@ -192,21 +198,26 @@ impl RegisterValue {
 
     /// Decodes untrusted bytes (the whole input must be one value) found in an envelope of
     /// `carrier`: a version 2 value is `carrier`'s; a version 1 value names its own author, which
-    /// is only a claim until checked against the carrier and verified.
-    pub fn decode(bytes: &[u8], carrier: &DeviceId) -> Result<Self, DecodeError> {
+    /// is only a claim until checked against the carrier and verified. The value shares
+    /// `carrier`'s copy of the key when the author is the carrier.
+    pub fn decode(bytes: &[u8], carrier: &SharedDeviceId) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let start = r.position();
         let format = r.format_of("register value", &[FORMAT_SIGNED, FORMAT_ENVELOPE_SIGNED])?;
         let path: Arc<str> = Arc::from(r.str_u16(MAX_PATH_LEN, "register path")?);
-        let author =
-            if format == FORMAT_SIGNED { DeviceId::from_claimed_bytes(r.array("register author")?) } else { *carrier };
+        let author = if format == FORMAT_SIGNED {
+            let claimed = DeviceId::from_claimed_bytes(r.array("register author")?);
+            if claimed == **carrier { Arc::clone(carrier) } else { Arc::new(claimed) }
+        } else {
+            Arc::clone(carrier)
+        };
         let hlc = Timestamp { wall_ms: r.u64("register hlc")?, counter: r.u32("register hlc")? };
         let supersedes = r
             .sorted_hashes(MAX_SUPERSEDES, "register supersedes")?
             .into_iter()
             .map(|h| ValueId(Hash::from_bytes(h)))
             .collect();
-        let value = r.bytes_u32(MAX_VALUE_LEN, "register value")?.to_vec();
+        let value = Box::from(r.bytes_u32(MAX_VALUE_LEN, "register value")?);
         let body = r.consumed().get(start..).unwrap_or_default();
         let signature = if format == FORMAT_SIGNED { Some(Box::new(r.array("register signature")?)) } else { None };
         let mut v = Self { path, author, hlc, supersedes, value, signature, id: ValueId(Hash::ZERO) };
@@ -226,7 +237,7 @@ impl RegisterValue {
     /// verify here. A version 2 value has no signature of its own and never verifies here: it is
     /// authenticated by its envelope.
     pub fn verify(self, registry: &DeviceRegistry) -> Result<VerifiedRegisterValue, VerifyError> {
-        let cert = registry.certificate(&self.author).ok_or(VerifyError::UnknownDevice { device: self.author })?;
+        let cert = registry.certificate(&self.author).ok_or(VerifyError::UnknownDevice { device: *self.author })?;
         let Some(signature) = &self.signature else {
             return Err(VerifyError::BadSignature { what: "register value (signed by its envelope)" });
         };
@@ -374,7 +385,7 @@ impl Register {
     /// Writes a new value by `author` that supersedes every value held, and merges it in.
     pub fn write(
         &mut self,
-        author: DeviceId,
+        author: &SharedDeviceId,
         path: &str,
         value: Vec<u8>,
         hlc: Timestamp,
@@ -395,13 +406,32 @@ mod tests {
     #[test]
     fn a_register_reserves_only_the_values_it_holds() {
         let mut register = Register::new();
-        let one = DeviceId::from_claimed_bytes([1; 32]);
-        let two = DeviceId::from_claimed_bytes([2; 32]);
-        register.write(one, "b/x/title", b"first".to_vec(), Timestamp::from_wall_ms(1)).unwrap();
+        let one = Arc::new(DeviceId::from_claimed_bytes([1; 32]));
+        let two = Arc::new(DeviceId::from_claimed_bytes([2; 32]));
+        register.write(&one, "b/x/title", b"first".to_vec(), Timestamp::from_wall_ms(1)).unwrap();
         assert_eq!(register.slots.capacity(), 1);
-        register.write(one, "b/x/title", b"again".to_vec(), Timestamp::from_wall_ms(2)).unwrap();
+        register.write(&one, "b/x/title", b"again".to_vec(), Timestamp::from_wall_ms(2)).unwrap();
         assert_eq!(register.slots.capacity(), 1);
-        register.write(two, "b/x/title", b"other".to_vec(), Timestamp::from_wall_ms(3)).unwrap();
+        register.write(&two, "b/x/title", b"other".to_vec(), Timestamp::from_wall_ms(3)).unwrap();
         assert_eq!((register.slots.len(), register.slots.capacity()), (2, 2));
+    }
+
+    /// What each register costs before its value's bytes: the values point at their author's
+    /// shared key and hold their bytes and supersessions in exact-size boxes (it was 152 bytes
+    /// natively and 120 in wasm with the key inline and two vectors).
+    #[test]
+    fn a_value_holds_its_author_by_a_pointer() {
+        let pointer = core::mem::size_of::<usize>();
+        // path (2), author (1), value (2) and supersedes (2) pointer-sized words, the signature's
+        // box, the HLC and the ID.
+        let expected = 8 * pointer + core::mem::size_of::<Timestamp>() + 32;
+        assert!(core::mem::size_of::<RegisterValue>() <= expected, "{}", core::mem::size_of::<RegisterValue>());
+
+        let author = Arc::new(DeviceId::from_claimed_bytes([7; 32]));
+        let mut register = Register::new();
+        let written = register.write(&author, "b/x/title", b"t".to_vec(), Timestamp::from_wall_ms(1)).unwrap();
+        let decoded = RegisterValue::decode(&written.encode(), &author).unwrap();
+        assert!(Arc::ptr_eq(&decoded.author, &author), "the decoded value shares the carrier's key");
+        assert_eq!(decoded.id(), written.id());
     }
 }

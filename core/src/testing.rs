@@ -486,7 +486,7 @@ pub fn decode_everything(data: &[u8]) {
     }
     let _ = DeviceCertificate::decode(data);
     let _ = Revocation::decode(data);
-    let _ = RegisterValue::decode(data, &device);
+    let _ = RegisterValue::decode(data, &std::sync::Arc::new(device));
     let _ = crate::sync::Message::decode(data);
     let _ = crate::sync::wire::Reassembler::default().push(data, 0);
     let _ = crate::sync::IdentityBundle::decode(data);

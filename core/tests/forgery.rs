@@ -50,9 +50,15 @@ fn doc(client: u64) -> Doc {
 
 /// A value as this build writes it: signed by the envelope that will carry it.
 fn signed_value(fx: &Fixture, device: usize, path: &str) -> Vec<u8> {
-    RegisterValue::write(fx.devices[device].public(), path, b"forged".to_vec(), Timestamp::from_wall_ms(T0), vec![])
-        .unwrap()
-        .encode()
+    RegisterValue::write(
+        &std::sync::Arc::new(fx.devices[device].public()),
+        path,
+        b"forged".to_vec(),
+        Timestamp::from_wall_ms(T0),
+        vec![],
+    )
+    .unwrap()
+    .encode()
 }
 
 /// A value as earlier builds wrote it (format version 1), with its own signature.
@@ -163,7 +169,7 @@ fn values_of_both_formats_are_read_and_traced_to_their_envelope() {
     let id = envelope.id();
     assert!(matches!(victim.state.receive(envelope, T0 + 1).unwrap(), Received::Applied(_)));
     for bytes in [old, new] {
-        let value = RegisterValue::decode(&bytes, &author).unwrap();
+        let value = RegisterValue::decode(&bytes, &std::sync::Arc::new(author)).unwrap();
         assert_eq!(victim.state.envelope_of_value(&value.id()), Some(id), "who signed it is provable");
     }
 }

@@ -86,8 +86,8 @@ fn decode_bounded(name: &str, input: &[u8], decode: &dyn Fn(&[u8])) {
 type Decoder = (&'static str, Box<dyn Fn(&[u8])>);
 
 /// The device whose envelope carries a decoded register value (any valid key).
-fn carrier() -> DeviceId {
-    Fixture::new(10, 1).devices[0].public()
+fn carrier() -> std::sync::Arc<DeviceId> {
+    std::sync::Arc::new(Fixture::new(10, 1).devices[0].public())
 }
 
 fn decoders() -> Vec<Decoder> {
@@ -117,7 +117,12 @@ fn valid_encodings() -> Vec<Vec<u8>> {
     let chain = fx.chain(0, 2);
     let mut register = Register::new();
     let value = register
-        .write(fx.devices[1].public(), "passwords/p/username", b"ada".to_vec(), Timestamp::from_wall_ms(3))
+        .write(
+            &std::sync::Arc::new(fx.devices[1].public()),
+            "passwords/p/username",
+            b"ada".to_vec(),
+            Timestamp::from_wall_ms(3),
+        )
         .unwrap();
     let old = kathon_core::register::RegisterValue::sign_v1(
         &fx.devices[0],

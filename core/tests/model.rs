@@ -478,7 +478,7 @@ fn every_value_sent_sits_under_its_own_path() {
     for map in maps {
         for (key, value) in map.iter(&txn) {
             let Out::Any(Any::Buffer(bytes)) = value else { panic!("{key}: not a buffer: {value:?}") };
-            let value = RegisterValue::decode(&bytes, a.state.device()).unwrap();
+            let value = RegisterValue::decode(&bytes, &std::sync::Arc::new(*a.state.device())).unwrap();
             assert_eq!(value.path(), key);
             checked += 1;
         }

@@ -86,7 +86,9 @@ impl World {
                 let local = self.local_time(w);
                 let hlc = self.clocks[w].tick(local).unwrap();
                 let value = format!("{w}@{hlc:?}").into_bytes();
-                let v = self.replicas[w].write(self.fx.devices[w].public(), PATH, value, hlc).unwrap();
+                let v = self.replicas[w]
+                    .write(&std::sync::Arc::new(self.fx.devices[w].public()), PATH, value, hlc)
+                    .unwrap();
                 self.written.push(v);
             }
             Op::Sync { from, to } => {
@@ -191,13 +193,20 @@ fn a_corrected_clock_is_never_locked_out() {
     let mut shared = Register::new();
     // The fast device's clock is a day ahead; its value is within nobody's skew.
     let future = shared
-        .write(fast.public(), PATH, b"from the future".to_vec(), Timestamp::from_wall_ms(START + 86_400_000))
+        .write(
+            &std::sync::Arc::new(fast.public()),
+            PATH,
+            b"from the future".to_vec(),
+            Timestamp::from_wall_ms(START + 86_400_000),
+        )
         .unwrap();
     // Held back, not dropped: it is stored, but not current yet.
     assert_eq!(shared.values().count(), 1);
     assert_eq!(shared.current(START, SKEW), None);
     // The honest device writes after receiving it, with a far earlier clock, and wins now...
-    let honest_value = shared.write(honest.public(), PATH, b"now".to_vec(), Timestamp::from_wall_ms(START)).unwrap();
+    let honest_value = shared
+        .write(&std::sync::Arc::new(honest.public()), PATH, b"now".to_vec(), Timestamp::from_wall_ms(START))
+        .unwrap();
     assert_eq!(shared.current(START, SKEW).map(|v| v.id()), Some(honest_value.id()));
     // ...and still wins once real time reaches the future stamp, because it supersedes it.
     assert_eq!(shared.current(START + 86_400_000, SKEW).map(|v| v.id()), Some(honest_value.id()));
@@ -208,10 +217,18 @@ fn a_corrected_clock_is_never_locked_out() {
 fn a_held_back_value_appears_when_its_time_comes() {
     let fx = Fixture::new(23, 2);
     let mut a = Register::new();
-    let early = a.write(fx.devices[0].public(), PATH, b"early".to_vec(), Timestamp::from_wall_ms(START)).unwrap();
+    let early = a
+        .write(&std::sync::Arc::new(fx.devices[0].public()), PATH, b"early".to_vec(), Timestamp::from_wall_ms(START))
+        .unwrap();
     let mut b = Register::new();
-    let later =
-        b.write(fx.devices[1].public(), PATH, b"later".to_vec(), Timestamp::from_wall_ms(START + 3_600_000)).unwrap();
+    let later = b
+        .write(
+            &std::sync::Arc::new(fx.devices[1].public()),
+            PATH,
+            b"later".to_vec(),
+            Timestamp::from_wall_ms(START + 3_600_000),
+        )
+        .unwrap();
     a.merge(&b);
     // Concurrent writes: the later stamp wins, but only once it is within the skew of local time.
     assert_eq!(a.current(START, SKEW).map(|v| v.id()), Some(early.id()));

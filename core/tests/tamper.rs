@@ -176,7 +176,7 @@ fn self_signed_register_value_tampering_is_refused() {
     )
     .unwrap();
     let bytes = value.encode();
-    let carrier = fx.devices[0].public();
+    let carrier = std::sync::Arc::new(fx.devices[0].public());
     let accept = |b: &[u8]| RegisterValue::decode(b, &carrier).is_ok_and(|v| v.verify(&fx.registry).is_ok());
     every_bit_flip(&bytes, accept);
     let path_len = "bookmarks/x/title".len();
@@ -194,14 +194,30 @@ fn register_value_tampering_is_refused() {
     // fails the envelope's signature.
     let fx = Fixture::new(4, 2);
     let mut register = Register::new();
-    register.write(fx.devices[1].public(), "bookmarks/x/title", b"old".to_vec(), Timestamp::from_wall_ms(5)).unwrap();
+    register
+        .write(
+            &std::sync::Arc::new(fx.devices[1].public()),
+            "bookmarks/x/title",
+            b"old".to_vec(),
+            Timestamp::from_wall_ms(5),
+        )
+        .unwrap();
     let value = register
-        .write(fx.devices[0].public(), "bookmarks/x/title", b"Kathon".to_vec(), Timestamp::from_wall_ms(9))
+        .write(
+            &std::sync::Arc::new(fx.devices[0].public()),
+            "bookmarks/x/title",
+            b"Kathon".to_vec(),
+            Timestamp::from_wall_ms(9),
+        )
         .unwrap();
     let bytes = value.encode();
-    let carrier = fx.devices[0].public();
+    let carrier = std::sync::Arc::new(fx.devices[0].public());
     assert_eq!(RegisterValue::decode(&bytes, &carrier).unwrap().id(), value.id());
-    assert_ne!(RegisterValue::decode(&bytes, &fx.devices[1].public()).unwrap().id(), value.id(), "author bound");
+    assert_ne!(
+        RegisterValue::decode(&bytes, &std::sync::Arc::new(fx.devices[1].public())).unwrap().id(),
+        value.id(),
+        "author bound"
+    );
     for bit in 0..bytes.len() * 8 {
         let mut tampered = bytes.clone();
         tampered[bit / 8] ^= 1 << (bit % 8);

@@ -540,7 +540,7 @@ mod tests {
         // Either case of an ID parses, so a device can write one node's fields under two paths;
         // the tree holds one node with the fields of both (the later path's where both have one).
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
-        let author = DeviceSecretKey::generate(&mut rng).public();
+        let author = std::sync::Arc::new(DeviceSecretKey::generate(&mut rng).public());
         let id = ItemId::random(&mut rng);
         let lower = id.to_string();
         let upper = lower.to_ascii_uppercase();
@@ -554,7 +554,7 @@ mod tests {
         let at = Timestamp::from_wall_ms(1_000);
         let write = |path: String, value: Vec<u8>| {
             let mut register = Register::new();
-            register.write(author, &path, value, at).map(|_| (path, register))
+            register.write(&author, &path, value, at).map(|_| (path, register))
         };
         let mut registers = [
             write(format!("b/{upper}/title"), encode_text("upper")).unwrap(),

@@ -45,7 +45,7 @@ use crate::error::{DecodeError, VerifyError};
 use crate::hash::Hash;
 use crate::hlc::{DEFAULT_MAX_SKEW_MS, HybridClock, Timestamp};
 use crate::identity::{DeviceId, DeviceSecretKey, IdentityId};
-use crate::register::{Register, RegisterValue, RegisterWriteError, VerifiedRegisterValue};
+use crate::register::{Register, RegisterValue, RegisterWriteError, SharedDeviceId, VerifiedRegisterValue};
 
 use bookmarks::BookmarkTree;
 use entries::{KeyRecord, Layout, NamedWorkspace, PasswordEntry};
@@ -289,7 +289,8 @@ pub struct BrowserState {
     identity: IdentityId,
     registry: DeviceRegistry,
     device: DeviceSecretKey,
-    device_id: DeviceId,
+    /// Shared by every register value this device writes.
+    device_id: SharedDeviceId,
     nonce: [u8; 16],
     client: u64,
     clock: HybridClock,
@@ -398,7 +399,7 @@ impl BrowserState {
             identity: *registry.identity(),
             registry,
             device,
-            device_id,
+            device_id: Arc::new(device_id),
             nonce: session_nonce,
             client,
             clock: HybridClock::new(settings.max_skew_ms),
@@ -670,8 +671,10 @@ impl BrowserState {
                 };
                 let checked = yupdate::check_update(update, &author_map(&author), client, &view)?;
                 let mut values = Vec::with_capacity(checked.values.len());
+                // One copy of the author's key for every value of the envelope.
+                let shared_author = Arc::new(author);
                 for bytes in &checked.values {
-                    let value = RegisterValue::decode(bytes, &author)?;
+                    let value = RegisterValue::decode(bytes, &shared_author)?;
                     if value.author() != &author {
                         return Err(IngestError::ForeignValue);
                     }
@@ -988,7 +991,7 @@ impl BrowserState {
         let mut heads: Vec<EnvelopeId> = self
             .chains
             .heads()
-            .filter(|(author, _)| **author != self.device_id)
+            .filter(|(author, _)| **author != *self.device_id)
             .filter_map(|(author, _)| self.chains.head(author).map(|(_, id)| id))
             .collect();
         heads.truncate(usize::from(crate::envelope::MAX_PARENTS));
@@ -1189,9 +1192,10 @@ impl BrowserState {
             let payload = envelope.payload().ok()?;
             let (_, update) = split_doc_payload(&payload).ok()?;
             let checked = yupdate::values_in(update)?;
+            let author = Arc::new(*envelope.author());
             checked
                 .iter()
-                .any(|bytes| RegisterValue::decode(bytes, envelope.author()).is_ok_and(|v| v.id() == *id))
+                .any(|bytes| RegisterValue::decode(bytes, &author).is_ok_and(|v| v.id() == *id))
                 .then(|| envelope.id())
         })
     }
@@ -1322,11 +1326,11 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         let state = &mut *self.state;
         self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(register_path.as_str()).cloned());
         let written = match state.registers.get_mut(register_path.as_str()) {
-            Some(register) => register.write(state.device_id, &register_path, value, hlc)?,
+            Some(register) => register.write(&state.device_id, &register_path, value, hlc)?,
             None => {
                 // A new register is keyed by its first value's own (shared) path.
                 let mut register = Register::new();
-                let written = register.write(state.device_id, &register_path, value, hlc)?;
+                let written = register.write(&state.device_id, &register_path, value, hlc)?;
                 state.registers.insert(written.shared_path().clone(), register);
                 written
             }
@@ -1366,7 +1370,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         supersedes.sort();
         supersedes.dedup();
         supersedes.truncate(usize::from(crate::register::MAX_SUPERSEDES));
-        let written = RegisterValue::write(state.device_id, &register_path, value, hlc, supersedes)?;
+        let written = RegisterValue::write(&state.device_id, &register_path, value, hlc, supersedes)?;
         state.registers.entry(written.shared_path().clone()).or_default().insert(written.clone());
         self.writes.push((register_path, written));
         Ok(())
@@ -1595,7 +1599,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             title: title.to_owned(),
             visited_at_ms,
             transition,
-            device: self.state.device_id,
+            device: *self.state.device_id,
         });
         Ok(id)
     }
@@ -1748,7 +1752,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
     /// Publishes this device's open windows and tabs.
     pub fn set_device_layout(&mut self, layout: &Layout) -> Result<(), ModelError> {
         layout.check()?;
-        let device = self.state.device_id;
+        let device = *self.state.device_id;
         self.write(path::device_layout(&device), layout.encode())
     }
 
@@ -1802,7 +1806,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             }
         }
         for (kind, id) in changed {
-            state.events.push_back(Event::Changed { kind, id, by: state.device_id, local: true });
+            state.events.push_back(Event::Changed { kind, id, by: *state.device_id, local: true });
         }
         state.unsealed.extend(writes);
         let seal_now = !defer || !visits.is_empty() || !deletions.is_empty() || state.unsealed.len() >= MAX_UNSEALED;
@@ -1836,7 +1840,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             state.events.push_back(Event::Changed {
                 kind: ChangeKind::History,
                 id: None,
-                by: state.device_id,
+                by: *state.device_id,
                 local: true,
             });
             out.push(envelope);
@@ -1887,7 +1891,7 @@ impl BrowserState {
             .collect();
         let (added, redact) = self.history.add(&self.identity, refs, &LogVisits::new(&self.log));
         self.redact(&redact);
-        self.visits_changed(added, self.device_id, true);
+        self.visits_changed(added, *self.device_id, true);
         Ok(envelope)
     }
 
