@@ -93,7 +93,7 @@ impl DeviceCertificate {
     ) -> VerifiedCertificate {
         let identity = root.public();
         let body = Self::encode_body(&identity, &device, &name, not_before_ms, not_after_ms);
-        let id = Hash::digest(context::CERTIFICATE_ID, &[body.as_bytes()]);
+        let id = Hash::digest(&context::CERTIFICATE_ID, &[body.as_bytes()]);
         let signature = root.sign(&signing_message(domain::DEVICE_CERTIFICATE, &identity, &id));
         VerifiedCertificate::new(Self { identity, device, name, not_before_ms, not_after_ms, signature, id })
     }
@@ -138,7 +138,7 @@ impl DeviceCertificate {
         let name = DeviceName::new(name)
             .map_err(|_| DecodeError::NonCanonical { what: "device name", reason: "empty or control characters" })?;
         let body = r.consumed().get(start..).unwrap_or_default();
-        let id = Hash::digest(context::CERTIFICATE_ID, &[body]);
+        let id = Hash::digest(&context::CERTIFICATE_ID, &[body]);
         let signature = r.array("certificate signature")?;
         Ok(Self { identity, device, name, not_before_ms, not_after_ms, signature, id })
     }
@@ -254,7 +254,7 @@ impl Revocation {
     ) -> VerifiedRevocation {
         let identity = root.public();
         let body = Self::encode_body(&identity, &device, last_valid_seq, revoked_at_ms);
-        let id = Hash::digest(context::REVOCATION_ID, &[body.as_bytes()]);
+        let id = Hash::digest(&context::REVOCATION_ID, &[body.as_bytes()]);
         let signature = root.sign(&signing_message(domain::REVOCATION, &identity, &id));
         VerifiedRevocation(Self { identity, device, last_valid_seq, revoked_at_ms, signature, id })
     }
@@ -288,7 +288,7 @@ impl Revocation {
         let last_valid_seq = r.u64("revocation last valid seq")?;
         let revoked_at_ms = r.u64("revocation time")?;
         let body = r.consumed().get(start..).unwrap_or_default();
-        let id = Hash::digest(context::REVOCATION_ID, &[body]);
+        let id = Hash::digest(&context::REVOCATION_ID, &[body]);
         let signature = r.array("revocation signature")?;
         Ok(Self { identity, device, last_valid_seq, revoked_at_ms, signature, id })
     }

@@ -163,7 +163,7 @@ impl Eq for Envelope {}
 
 /// The hash that commits to an attachment.
 pub fn attachment_hash(attachment: &[u8]) -> Hash {
-    Hash::digest(context::ATTACHMENT, &[attachment])
+    Hash::digest(&context::ATTACHMENT, &[attachment])
 }
 
 impl Envelope {
@@ -207,7 +207,7 @@ impl Envelope {
             id: EnvelopeId(Hash::ZERO),
         };
         let body = envelope.encode_body();
-        envelope.id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body.as_bytes()]));
+        envelope.id = EnvelopeId(Hash::digest(&context::ENVELOPE_ID, &[body.as_bytes()]));
         envelope.signature = author.sign(&signing_message(domain::ENVELOPE, identity, &envelope.id.0));
         Ok(VerifiedEnvelope(envelope))
     }
@@ -474,7 +474,7 @@ impl Envelope {
             attachment_hashes.push(Hash::from_bytes(r.array("envelope attachment hash")?));
         }
         let body = r.consumed().get(start..).unwrap_or_default();
-        let id = EnvelopeId(Hash::digest(context::ENVELOPE_ID, &[body]));
+        let id = EnvelopeId(Hash::digest(&context::ENVELOPE_ID, &[body]));
         let signature = r.array("envelope signature")?;
         let envelope = Self {
             kind,
@@ -686,8 +686,8 @@ impl VerifiedEnvelope {
     /// a deflated payload can no longer be read.
     pub(crate) fn body_matches_id(&self, written: Option<&[u8]>) -> bool {
         let hash = match written {
-            Some(body) => Hash::digest(context::ENVELOPE_ID, &[body]),
-            None => Hash::digest(context::ENVELOPE_ID, &[self.0.encode_body().as_bytes()]),
+            Some(body) => Hash::digest(&context::ENVELOPE_ID, &[body]),
+            None => Hash::digest(&context::ENVELOPE_ID, &[self.0.encode_body().as_bytes()]),
         };
         hash == self.0.id.0
     }

@@ -28,7 +28,7 @@ use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
 use crate::error::DecodeError;
-use crate::hash::{Hash, context};
+use crate::hash::{Context, Hash, context};
 
 /// Why a text ID did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,14 +69,14 @@ const TEXT_CHECKSUM_LEN: usize = 3;
 const TEXT_CHARS: usize = 56;
 const TEXT_GROUP: usize = 7;
 
-fn text_checksum(ctx: &'static str, key: &[u8; 32]) -> [u8; TEXT_CHECKSUM_LEN] {
+fn text_checksum(ctx: &'static Context, key: &[u8; 32]) -> [u8; TEXT_CHECKSUM_LEN] {
     let digest = Hash::digest(ctx, &[key]);
     let mut out = [0u8; TEXT_CHECKSUM_LEN];
     out.copy_from_slice(digest.as_bytes().get(..TEXT_CHECKSUM_LEN).unwrap_or(&[0; TEXT_CHECKSUM_LEN]));
     out
 }
 
-fn encode_text(ctx: &'static str, key: &[u8; 32]) -> String {
+fn encode_text(ctx: &'static Context, key: &[u8; 32]) -> String {
     let mut raw = [0u8; TEXT_KEY_LEN + TEXT_CHECKSUM_LEN];
     let (key_part, sum_part) = raw.split_at_mut(TEXT_KEY_LEN);
     key_part.copy_from_slice(key);
@@ -93,8 +93,8 @@ fn encode_text(ctx: &'static str, key: &[u8; 32]) -> String {
 }
 
 fn decode_text(
-    ctx: &'static str,
-    other_ctx: &'static str,
+    ctx: &'static Context,
+    other_ctx: &'static Context,
     expected: &'static str,
     found_other: &'static str,
     text: &str,
@@ -218,8 +218,8 @@ public_key_type!(
     /// A user identity: the public half of the root key. Everything a user syncs belongs to one.
     IdentityId,
     "identity",
-    context::IDENTITY_TEXT_CHECKSUM,
-    context::DEVICE_TEXT_CHECKSUM,
+    &context::IDENTITY_TEXT_CHECKSUM,
+    &context::DEVICE_TEXT_CHECKSUM,
     "device"
 );
 
@@ -227,8 +227,8 @@ public_key_type!(
     /// A device: the public half of a device's own signing key.
     DeviceId,
     "device",
-    context::DEVICE_TEXT_CHECKSUM,
-    context::IDENTITY_TEXT_CHECKSUM,
+    &context::DEVICE_TEXT_CHECKSUM,
+    &context::IDENTITY_TEXT_CHECKSUM,
     "identity"
 );
 

@@ -155,9 +155,9 @@ impl RegisterValue {
 
     fn compute_id(&self, body: &[u8]) -> ValueId {
         match self.signature {
-            Some(_) => ValueId(Hash::digest(context::REGISTER_VALUE_ID, &[body])),
+            Some(_) => ValueId(Hash::digest(&context::REGISTER_VALUE_ID, &[body])),
             // The author is implicit in the encoding (it is the envelope's), so the name binds it.
-            None => ValueId(Hash::digest(context::REGISTER_VALUE_ID_V2, &[self.author.as_bytes(), body])),
+            None => ValueId(Hash::digest(&context::REGISTER_VALUE_ID_V2, &[self.author.as_bytes(), body])),
         }
     }
 

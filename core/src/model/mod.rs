@@ -268,7 +268,7 @@ pub enum ModelError {
 /// The `yrs` client ID of a device's session: derived, not chosen, so that no device can claim
 /// another's.
 pub fn session_client(author: &DeviceId, nonce: &[u8; 16]) -> u64 {
-    let h = Hash::digest(crate::hash::context::YRS_CLIENT, &[author.as_bytes(), nonce]);
+    let h = Hash::digest(&crate::hash::context::YRS_CLIENT, &[author.as_bytes(), nonce]);
     let mut first = [0u8; 8];
     first.copy_from_slice(h.as_bytes().get(..8).unwrap_or(&[0; 8]));
     u64::from_le_bytes(first) & yupdate::MAX_CLIENT_ID
@@ -1324,8 +1324,12 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             self.state.bookmark_cache.take();
         }
         let state = &mut *self.state;
-        self.saved.entry(register_path.clone()).or_insert_with(|| state.registers.get(register_path.as_str()).cloned());
-        let written = match state.registers.get_mut(register_path.as_str()) {
+        // One search of the register index for the rollback copy and the write (three before).
+        let held = state.registers.get_mut(register_path.as_str());
+        if !self.saved.contains_key(register_path.as_str()) {
+            self.saved.insert(register_path.clone(), held.as_deref().cloned());
+        }
+        let written = match held {
             Some(register) => register.write(&state.device_id, &register_path, value, hlc)?,
             None => {
                 // A new register is keyed by its first value's own (shared) path.
@@ -1453,10 +1457,10 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         url: Option<&str>,
     ) -> Result<(), ModelError> {
         schema::check_text(title, MAX_TITLE_LEN, "title")?;
+        let [place_path, title_path, url_path] = path::bookmark_fields(&id, ["place", "title", "url"]);
         // A fresh node under a live folder of a regular tree lands exactly where its place says.
-        let fresh = ["place", "title", "url"]
-            .iter()
-            .all(|f| !self.state.registers.contains_key(path::bookmark(&id, f).as_str()));
+        let fresh =
+            [&place_path, &title_path, &url_path].iter().all(|p| !self.state.registers.contains_key(p.as_str()));
         let patch = if fresh {
             self.tree_to_patch()
                 .filter(|t| parent.is_root() || t.get(&parent).is_some_and(|n| n.kind == NodeKind::Folder))
@@ -1465,14 +1469,14 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         };
         let place =
             Place { kind, parent, position: position.clone(), prev_parent: parent, prev_position: position.clone() };
-        self.write(path::bookmark(&id, "place"), place.encode())?;
+        self.write(place_path, place.encode())?;
         if kind != NodeKind::Separator {
-            self.write(path::bookmark(&id, "title"), schema::encode_text(title))?;
+            self.write(title_path, schema::encode_text(title))?;
         }
         let url = if kind == NodeKind::Bookmark { url } else { None };
         if let Some(url) = url {
             schema::check_text(url, MAX_URL_LEN, "url")?;
-            self.write(path::bookmark(&id, "url"), schema::encode_text(url))?;
+            self.write(url_path, schema::encode_text(url))?;
         }
         if let Some(mut tree) = patch {
             let title = if kind == NodeKind::Separator { String::new() } else { title.to_owned() };
@@ -1798,7 +1802,14 @@ impl<R: CryptoRngCore> Edit<'_, R> {
         // One event per item changed: an item's writes come together (a bookmark add writes
         // three registers), so repeats are dropped as they come.
         let mut changed: Vec<(ChangeKind, Option<ItemId>)> = Vec::new();
+        let mut last_item: Option<&str> = None;
         for (_, value) in &writes {
+            // Writes to one item share its `kind/id/` prefix: its ID is parsed once.
+            let item = value.path().rsplit_once('/').map(|(item, _)| item);
+            if item.is_some() && item == last_item {
+                continue;
+            }
+            last_item = item;
             if let Some(change) = change_of(value.path())
                 && changed.last() != Some(&change)
             {

@@ -72,7 +72,7 @@ fn transcript(
     verifier_nonce: &[u8; 32],
 ) -> Hash {
     Hash::digest(
-        context::SESSION,
+        &context::SESSION,
         &[
             cert_id.as_bytes(),
             &u16::try_from(signer_fp.0.len()).unwrap_or(u16::MAX).to_be_bytes(),
@@ -135,7 +135,7 @@ const CODE_PREFIX: &str = "KS1";
 impl PairingCode {
     /// The tag of a device key.
     pub fn tag_of(device: &crate::identity::DeviceId) -> [u8; 8] {
-        let h = Hash::digest(context::PAIRING, &[b"device tag", device.as_bytes()]);
+        let h = Hash::digest(&context::PAIRING, &[b"device tag", device.as_bytes()]);
         let mut tag = [0u8; 8];
         tag.copy_from_slice(h.as_bytes().get(..8).unwrap_or(&[0; 8]));
         tag
@@ -143,7 +143,7 @@ impl PairingCode {
 
     /// The ID a joining device sends in its `Hello`: names the code without revealing it.
     pub fn code_id(&self) -> [u8; 8] {
-        let h = Hash::digest(context::PAIRING, &[b"code id", &self.device_tag, &self.secret]);
+        let h = Hash::digest(&context::PAIRING, &[b"code id", &self.device_tag, &self.secret]);
         let mut id = [0u8; 8];
         id.copy_from_slice(h.as_bytes().get(..8).unwrap_or(&[0; 8]));
         id
@@ -154,7 +154,7 @@ impl PairingCode {
         let mut raw = Vec::with_capacity(26);
         raw.extend_from_slice(&self.device_tag);
         raw.extend_from_slice(&self.secret);
-        let sum = Hash::digest(context::PAIRING, &[b"checksum", &raw]);
+        let sum = Hash::digest(&context::PAIRING, &[b"checksum", &raw]);
         raw.extend_from_slice(sum.as_bytes().get(..2).unwrap_or(&[0, 0]));
         let text = crate::text::base32_upper(&raw);
         let groups: Vec<String> = text.as_bytes().chunks(7).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
@@ -170,7 +170,7 @@ impl PairingCode {
             return Err(PairingCodeError::Malformed);
         }
         let (payload, sum) = raw.split_at(24);
-        let expected = Hash::digest(context::PAIRING, &[b"checksum", payload]);
+        let expected = Hash::digest(&context::PAIRING, &[b"checksum", payload]);
         if expected.as_bytes().get(..2) != Some(sum) {
             return Err(PairingCodeError::Checksum);
         }
@@ -182,7 +182,7 @@ impl PairingCode {
     }
 
     fn key(&self, purpose: &[u8]) -> [u8; 32] {
-        *Hash::digest(context::PAIRING, &[b"key", purpose, &self.secret]).as_bytes()
+        *Hash::digest(&context::PAIRING, &[b"key", purpose, &self.secret]).as_bytes()
     }
 
     /// The joining device's proof, from `view` as the joining side sees the session.
