@@ -433,5 +433,22 @@ mod tests {
         let decoded = RegisterValue::decode(&written.encode(), &author).unwrap();
         assert!(Arc::ptr_eq(&decoded.author, &author), "the decoded value shares the carrier's key");
         assert_eq!(decoded.id(), written.id());
+
+        // A version 1 value names its author: the carrier's key is shared only when it is the
+        // carrier; another device's claim keeps its own key (and is refused by the caller).
+        use rand_chacha::rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let (device, other) = (DeviceSecretKey::generate(&mut rng), DeviceSecretKey::generate(&mut rng));
+        let identity = crate::identity::RootSecretKey::generate(&mut rng).public();
+        let carrier = Arc::new(device.public());
+        let hlc = Timestamp::from_wall_ms(2);
+        let own = RegisterValue::sign_v1(&device, &identity, "b/x/title", b"v1".to_vec(), hlc, vec![]).unwrap();
+        let decoded = RegisterValue::decode(&own.encode(), &carrier).unwrap();
+        assert!(Arc::ptr_eq(&decoded.author, &carrier));
+        assert_eq!(decoded.id(), own.id());
+        let foreign = RegisterValue::sign_v1(&other, &identity, "b/x/title", b"v1".to_vec(), hlc, vec![]).unwrap();
+        let decoded = RegisterValue::decode(&foreign.encode(), &carrier).unwrap();
+        assert!(!Arc::ptr_eq(&decoded.author, &carrier));
+        assert_eq!(decoded.author(), &other.public());
     }
 }

@@ -1324,7 +1324,7 @@ impl<R: CryptoRngCore> Edit<'_, R> {
             self.state.bookmark_cache.take();
         }
         let state = &mut *self.state;
-        // One search of the register index for the rollback copy and the write (three before).
+        // One search of the register index for the rollback copy and the write (two before).
         let held = state.registers.get_mut(register_path.as_str());
         if !self.saved.contains_key(register_path.as_str()) {
             self.saved.insert(register_path.clone(), held.as_deref().cloned());
