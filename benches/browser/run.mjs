@@ -8,10 +8,10 @@
 // script makes (Chromium's mDNS host candidates and every packet stay in it), with the native
 // side from `cargo run --release -p kathon-bridge --example dc_throughput`.
 //
-// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--no-rtc] [--only SECTIONS] [--trace]
+// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--idle-ms MS] [--no-rtc] [--only SECTIONS] [--trace]
 // (`cargo xtask bench` builds pkg/ and runs it; needs root for the namespace.)
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +29,9 @@ const flag = (name, fallback) => {
 const small = args.includes('--small');
 const ROUNDS = flag('--rounds', 3);
 const WRITES = flag('--writes', 2000);
+// How long the write page stays open, idle, after its runs and before the reload (V8 writes its
+// wasm code cache 2 s after the last function it optimised; the write to disk comes after that).
+const IDLE_MS = flag('--idle-ms', 3000);
 // Single edits timed until durable, each after an idle pause (the latency group commit adds).
 const LATENCY_EDITS = small ? 5 : 30;
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null;
@@ -76,6 +79,17 @@ function failOnPageError(page, body) {
     page.on('pageerror', (e) => reject(new Error(`the page threw: ${e.message}`)));
     body(page).then(resolve, reject);
   });
+}
+
+/** Total bytes of the files under `dir` (0 if it does not exist). */
+function directoryBytes(dir) {
+  if (!existsSync(dir)) return 0;
+  let bytes = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    bytes += entry.isDirectory() ? directoryBytes(path) : statSync(path).size;
+  }
+  return bytes;
 }
 
 async function inBrowser(profileDir, url, body) {
@@ -143,20 +157,22 @@ try {
         r.latency = await page.evaluate(([lib, n]) => bench.latency[lib]('l', n), [lib, LATENCY_EDITS]);
         // The page left open a moment, as a user's would be: V8 writes its code cache for a wasm
         // module once no new code has been optimised for 2 s (--wasm-caching-timeout-ms).
-        await page.waitForTimeout(3000);
+        await page.waitForTimeout(IDLE_MS);
         // The page reloaded in the same browser (the renderer keeps the compiled module).
         await page.reload();
         await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
         r.reload = await page.evaluate(([lib, n]) => bench.write[lib]('w3', n), [lib, WRITES]);
         return r;
       });
+      // What V8 left in the profile's wasm code cache for the returning visitor.
+      r.codeCacheBytes = directoryBytes(join(dir, 'Default', 'Code Cache', 'wasm'));
       // A returning visitor: the browser closed and started again on the same profile.
       r.revisit = await inBrowser(dir, cachedServer.url, (page) => page.evaluate(([lib, n]) => bench.write[lib]('w4', n), [lib, WRITES]));
       rmSync(dir, { recursive: true, force: true });
       const wrote = [r, r.warm, r.reload, r.revisit].map((x) => x.check);
       if (wrote.some((c) => c !== WRITES)) throw new Error(`${lib} wrote ${wrote.join(', ')} of ${WRITES} (cold, warm, reload, revisit)`);
       results.write[lib].push(r);
-      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call); warm ${((WRITES * 1000) / r.warm.ms).toFixed(0).padStart(6)} edits/s (${((r.warm.cpuMs * 1000) / WRITES).toFixed(0)} µs); reload ${((WRITES * 1000) / r.reload.ms).toFixed(0).padStart(6)}; revisit ${((WRITES * 1000) / r.revisit.ms).toFixed(0).padStart(6)} edits/s (${((r.revisit.cpuMs * 1000) / WRITES).toFixed(0)} µs); one edit alone until durable: median ${r.latency.medianMs.toFixed(1)} ms, max ${r.latency.maxMs.toFixed(1)} ms`);
+      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call); warm ${((WRITES * 1000) / r.warm.ms).toFixed(0).padStart(6)} edits/s (${((r.warm.cpuMs * 1000) / WRITES).toFixed(0)} µs); reload ${((WRITES * 1000) / r.reload.ms).toFixed(0).padStart(6)}; revisit ${((WRITES * 1000) / r.revisit.ms).toFixed(0).padStart(6)} edits/s (${((r.revisit.cpuMs * 1000) / WRITES).toFixed(0)} µs, wasm code cache ${(r.codeCacheBytes / 1e6).toFixed(2)} MB); one edit alone until durable: median ${r.latency.medianMs.toFixed(1)} ms, max ${r.latency.maxMs.toFixed(1)} ms`);
     }
   }
 
