@@ -112,11 +112,6 @@ impl ItemId {
         let _ = crate::text::base32_lower_into(&self.0, &mut buf);
         ItemIdText { buf, root: None }
     }
-
-    /// Appends the text form to `out` (what `Display` writes), without allocating.
-    pub(crate) fn push_text(&self, out: &mut String) {
-        out.push_str(self.text().as_str());
-    }
 }
 
 impl fmt::Display for ItemId {
@@ -159,15 +154,18 @@ pub(crate) mod path {
     use super::ItemId;
     use crate::identity::DeviceId;
 
-    /// `b/`, the ID's 26 characters and `/`.
-    const ITEM_PATH_FIXED: usize = 29;
-
     /// `kind/id/field`, built without the formatting machinery (every edit builds several).
     fn item(kind: &str, id: &ItemId, field: &str) -> String {
-        let mut out = String::with_capacity(kind.len().saturating_add(28).saturating_add(field.len()));
+        join(kind, id.text().as_str(), field)
+    }
+
+    fn join(kind: &str, id_text: &str, field: &str) -> String {
+        let mut out = String::with_capacity(
+            kind.len().saturating_add(id_text.len()).saturating_add(field.len()).saturating_add(2),
+        );
         out.push_str(kind);
         out.push('/');
-        id.push_text(&mut out);
+        out.push_str(id_text);
         out.push('/');
         out.push_str(field);
         out
@@ -180,14 +178,7 @@ pub(crate) mod path {
     /// writes three registers and checks them first: the text was made six times).
     pub(crate) fn bookmark_fields<const N: usize>(id: &ItemId, fields: [&str; N]) -> [String; N] {
         let text = id.text();
-        fields.map(|field| {
-            let mut out = String::with_capacity(ITEM_PATH_FIXED.saturating_add(field.len()));
-            out.push_str("b/");
-            out.push_str(text.as_str());
-            out.push('/');
-            out.push_str(field);
-            out
-        })
+        fields.map(|field| join("b", text.as_str(), field))
     }
     pub(crate) fn password(id: &ItemId, field: &str) -> String {
         item("p", id, field)
