@@ -8,7 +8,7 @@
 // script makes (Chromium's mDNS host candidates and every packet stay in it), with the native
 // side from `cargo run --release -p kathon-bridge --example dc_throughput`.
 //
-// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--idle-ms MS] [--no-rtc] [--only SECTIONS] [--trace]
+// Usage: node benches/browser/run.mjs [--small] [--rounds N] [--writes N] [--warm-passes N] [--idle-ms MS] [--no-rtc] [--only SECTIONS] [--trace]
 // (`cargo xtask bench` builds pkg/ and runs it; needs root for the namespace.)
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -32,6 +32,13 @@ const WRITES = flag('--writes', 2000);
 // How long the write page stays open, idle, after its runs and before the reload (V8 writes its
 // wasm code cache 2 s after the last function it optimised; the write to disk comes after that).
 const IDLE_MS = flag('--idle-ms', 3000);
+// Warm passes of WRITES edits each, one after the other in the same page, each into a fresh store.
+// Kathon's pass lasts ~70-140 ms, Yjs's ~1 s: one pass alone is a short window for the faster
+// library (one GC or background compile in it moves the figure), and Kathon's first warm pass still
+// runs code being optimised while Yjs's later passes slow down (its deleted stores, its heap). The
+// same rule for both: each library's fastest pass (`warmBest`). The first pass is kept as `warm`,
+// the figure earlier runs reported.
+const WARM_PASSES = Math.max(1, flag('--warm-passes', 3));
 // Single edits timed until durable, each after an idle pause (the latency group commit adds).
 const LATENCY_EDITS = small ? 5 : 30;
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null;
@@ -154,6 +161,10 @@ try {
       const r = await inBrowser(dir, cachedServer.url, async (page) => {
         const r = await page.evaluate(([lib, n]) => bench.write[lib]('w', n), [lib, WRITES]);
         r.warm = await page.evaluate(([lib, n]) => bench.write[lib]('w2', n), [lib, WRITES]);
+        r.warmPasses = [r.warm];
+        for (let pass = 1; pass < WARM_PASSES; pass += 1) {
+          r.warmPasses.push(await page.evaluate(([lib, n, name]) => bench.write[lib](name, n), [lib, WRITES, `w2-${pass}`]));
+        }
         r.latency = await page.evaluate(([lib, n]) => bench.latency[lib]('l', n), [lib, LATENCY_EDITS]);
         // The page left open a moment, as a user's would be: V8 writes its code cache for a wasm
         // module once no new code has been optimised for 2 s (--wasm-caching-timeout-ms).
@@ -169,10 +180,11 @@ try {
       // A returning visitor: the browser closed and started again on the same profile.
       r.revisit = await inBrowser(dir, cachedServer.url, (page) => page.evaluate(([lib, n]) => bench.write[lib]('w4', n), [lib, WRITES]));
       rmSync(dir, { recursive: true, force: true });
-      const wrote = [r, r.warm, r.reload, r.revisit].map((x) => x.check);
-      if (wrote.some((c) => c !== WRITES)) throw new Error(`${lib} wrote ${wrote.join(', ')} of ${WRITES} (cold, warm, reload, revisit)`);
+      const wrote = [r, ...r.warmPasses, r.reload, r.revisit].map((x) => x.check);
+      if (wrote.some((c) => c !== WRITES)) throw new Error(`${lib} wrote ${wrote.join(', ')} of ${WRITES} (cold, warm passes, reload, revisit)`);
+      r.warmBest = r.warmPasses.reduce((best, x) => (x.ms < best.ms ? x : best));
       results.write[lib].push(r);
-      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call); warm ${((WRITES * 1000) / r.warm.ms).toFixed(0).padStart(6)} edits/s (${((r.warm.cpuMs * 1000) / WRITES).toFixed(0)} µs); reload ${((WRITES * 1000) / r.reload.ms).toFixed(0).padStart(6)}; revisit ${((WRITES * 1000) / r.revisit.ms).toFixed(0).padStart(6)} edits/s (${((r.revisit.cpuMs * 1000) / WRITES).toFixed(0)} µs, wasm code cache ${(r.codeCacheBytes / 1e6).toFixed(2)} MB); one edit alone until durable: median ${r.latency.medianMs.toFixed(1)} ms, max ${r.latency.maxMs.toFixed(1)} ms`);
+      log(`  round ${round + 1} ${lib.padEnd(9)} ${r.ms.toFixed(0).padStart(6)} ms  ${((WRITES * 1000) / r.ms).toFixed(0).padStart(6)} edits/s  (${((r.cpuMs * 1000) / WRITES).toFixed(0)} µs CPU per edit in the call); warm ${((WRITES * 1000) / r.warm.ms).toFixed(0).padStart(6)} edits/s (${((r.warm.cpuMs * 1000) / WRITES).toFixed(0)} µs), passes ${r.warmPasses.map((x) => ((WRITES * 1000) / x.ms).toFixed(0)).join('/')}; reload ${((WRITES * 1000) / r.reload.ms).toFixed(0).padStart(6)}; revisit ${((WRITES * 1000) / r.revisit.ms).toFixed(0).padStart(6)} edits/s (${((r.revisit.cpuMs * 1000) / WRITES).toFixed(0)} µs, wasm code cache ${(r.codeCacheBytes / 1e6).toFixed(2)} MB); one edit alone until durable: median ${r.latency.medianMs.toFixed(1)} ms, max ${r.latency.maxMs.toFixed(1)} ms`);
     }
   }
 
@@ -300,6 +312,7 @@ if (want('write')) {
 const writeRate = (lib, pick = (r) => r) => (WRITES * 1000) / median(results.write[lib].map((r) => pick(r).ms));
 const cpu = (lib, pick = (r) => r) => (median(results.write[lib].map((r) => pick(r).cpuMs)) * 1000) / WRITES;
 const warm = (r) => r.warm;
+const warmBest = (r) => r.warmBest;
 const revisit = (r) => r.revisit;
 const reload = (r) => r.reload;
 Object.assign(summary, {
@@ -307,6 +320,8 @@ Object.assign(summary, {
   cpuMicrosPerEdit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l))])),
   writesPerSecondWarm: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l, warm))])),
   cpuMicrosPerEditWarm: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l, warm))])),
+  writesPerSecondWarmBest: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l, warmBest))])),
+  cpuMicrosPerEditWarmBest: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l, warmBest))])),
   writesPerSecondReload: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l, reload))])),
   writesPerSecondRevisit: Object.fromEntries(LIBS.map((l) => [l, Math.round(writeRate(l, revisit))])),
   cpuMicrosPerEditRevisit: Object.fromEntries(LIBS.map((l) => [l, Math.round(cpu(l, revisit))])),
@@ -317,10 +332,20 @@ Object.assign(summary.ratios, {
   writeThroughputVsAutomerge: ratio(summary.writesPerSecond.kathon, summary.writesPerSecond.automerge),
   writeThroughputWarmVsYjs: ratio(summary.writesPerSecondWarm.kathon, summary.writesPerSecondWarm.yjs),
   writeThroughputWarmVsAutomerge: ratio(summary.writesPerSecondWarm.kathon, summary.writesPerSecondWarm.automerge),
+  writeThroughputWarmBestVsYjs: ratio(summary.writesPerSecondWarmBest.kathon, summary.writesPerSecondWarmBest.yjs),
   writeThroughputReloadVsYjs: ratio(summary.writesPerSecondReload.kathon, summary.writesPerSecondReload.yjs),
   writeThroughputRevisitVsYjs: ratio(summary.writesPerSecondRevisit.kathon, summary.writesPerSecondRevisit.yjs),
   writeThroughputRevisitVsAutomerge: ratio(summary.writesPerSecondRevisit.kathon, summary.writesPerSecondRevisit.automerge),
 });
+// The same round's Kathon and Yjs runs are minutes apart at most (this host's speed drifts over
+// the hour): each round's own ratio, and their median, beside the ratio of the medians above.
+const perRound = (pick) => results.write.kathon.map((r, k) => results.write.yjs[k] && pick(results.write.yjs[k]).ms / pick(r).ms).filter(Boolean);
+summary.writeRatiosVsYjsPerRound = {
+  warm: perRound(warm).map((x) => +x.toFixed(2)),
+  warmBest: perRound(warmBest).map((x) => +x.toFixed(2)),
+  reload: perRound(reload).map((x) => +x.toFixed(2)),
+};
+summary.ratios.writeThroughputWarmBestVsYjsMedianOfRounds = median(perRound(warmBest)).toFixed(2);
 }
 if (want('profile')) {
 const openMs = (lib) => median(results.open[lib].map((r) => r.ms));
