@@ -161,11 +161,11 @@ try {
       const dir = join(work, `write-${lib}-${round}`);
       const r = await inBrowser(dir, cachedServer.url, async (page) => {
         const r = await page.evaluate(([lib, n]) => bench.write[lib]('w', n), [lib, WRITES]);
-        r.warm = await page.evaluate(([lib, n]) => bench.write[lib]('w2', n), [lib, WRITES]);
-        r.warmPasses = [r.warm];
-        for (let pass = 1; pass < WARM_PASSES; pass += 1) {
+        r.warmPasses = [];
+        for (let pass = 0; pass < WARM_PASSES; pass += 1) {
           r.warmPasses.push(await page.evaluate(([lib, n, name]) => bench.write[lib](name, n), [lib, WRITES, `w2-${pass}`]));
         }
+        r.warm = r.warmPasses[0];
         r.latency = await page.evaluate(([lib, n]) => bench.latency[lib]('l', n), [lib, LATENCY_EDITS]);
         // The page left open a moment, as a user's would be: V8 writes its code cache for a wasm
         // module once no new code has been optimised for 2 s (--wasm-caching-timeout-ms).
@@ -341,7 +341,7 @@ Object.assign(summary.ratios, {
 });
 // The same round's Kathon and Yjs runs are minutes apart at most (this host's speed drifts over
 // the hour): each round's own ratio, and their median, beside the ratio of the medians above.
-const perRound = (pick) => results.write.kathon.map((r, k) => results.write.yjs[k] && pick(results.write.yjs[k]).ms / pick(r).ms).filter(Boolean);
+const perRound = (pick) => results.write.kathon.map((r, k) => pick(results.write.yjs[k]).ms / pick(r).ms);
 summary.writeRatiosVsYjsPerRound = {
   warm: perRound(warm).map((x) => +x.toFixed(2)),
   warmBest: perRound(warmBest).map((x) => +x.toFixed(2)),

@@ -19,7 +19,7 @@ const pages = Number(process.argv[2] ?? 4);
 console.log('per pass (cold, then three warm): edits/s; optimising-compiler units; lazy baseline compiles; memory grows');
 for (let p = 0; p < pages; p += 1) {
   const dir = mkdtempSync(join(tmpdir(), 'kathon-tr-'));
-  const ctx = await browser(dir, ['--js-flags=--expose-gc']);
+  const ctx = await browser(dir);
   try {
     const page = await ctx.newPage();
     await page.goto(server.url);
