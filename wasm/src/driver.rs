@@ -140,6 +140,21 @@ impl Inner {
             closed: false,
         }
     }
+
+    /// Ends a closed store once its last write is stored: closes the database and drops the
+    /// replica, the keys and the listeners. Their memory is reused by the next store at once
+    /// rather than when the page's garbage collector reaches this object, and the keys are
+    /// zeroized now (they zeroize as they drop).
+    pub(crate) fn release(&mut self) {
+        self.db.close();
+        self.engine = None;
+        self.locked = None;
+        self.seal = None;
+        self.cert = None;
+        self.listeners.clear();
+        self.known_endpoints.clear();
+        self.redial_ms.clear();
+    }
 }
 
 /// Runs the engine after an input: time, frames out, storage, events, the next timer.
@@ -344,7 +359,7 @@ pub(crate) async fn write_storage(shared: Shared) {
         inner.storage_busy = false;
         if inner.closed {
             // `close` left the database open for this writer.
-            inner.db.close();
+            inner.release();
             return;
         }
     }

@@ -52,7 +52,7 @@ export interface Layout { windows: Window[]; }
 export interface SavedWorkspace { id: string; name: string; layout: Layout; changedMs: number; }
 export interface Device { id: string; name: string; thisDevice: boolean; revoked: boolean; connected: boolean; }
 export interface ImportReport { foldersAdded: number; bookmarksAdded: number; passwordsAdded: number; passwordsUpdated: number; duplicatesSkipped: number; }
-export interface StoreStatus { enrolled: boolean; locked: boolean; passphraseSet: boolean; identityId: string | null; deviceId: string | null; holdsRootKey: boolean; }
+export interface StoreStatus { name: string; closed: boolean; enrolled: boolean; locked: boolean; passphraseSet: boolean; identityId: string | null; deviceId: string | null; holdsRootKey: boolean; }
 export interface SyncStatus { bridge: string; peersFound: number; connected: number; lastSyncMs: number; lastError: string | null; pendingStorage: number; pendingEnvelopes: number; }
 export interface Counts { bookmarks: number; history: number; passwords: number; keys: number; workspaces: number; envelopes: number; }
 export interface PairingCodeInfo { code: string; expiresAt: number; }
@@ -163,15 +163,22 @@ fn transition(text: Option<&str>) -> Transition {
 }
 
 impl KathonStore {
+    /// The store's state for a change, refused while borrowed (a call from inside one of its
+    /// own callbacks) or once closed.
+    fn open_mut(&self) -> Result<std::cell::RefMut<'_, driver::Inner>, JsValue> {
+        let inner = self
+            .shared
+            .try_borrow_mut()
+            .map_err(|_| error::state("busy", "the store is busy (called from inside its own callback)"))?;
+        if inner.closed {
+            return Err(error::state("closed", "the store is closed"));
+        }
+        Ok(inner)
+    }
+
     fn engine_mut<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T, JsValue>) -> Result<T, JsValue> {
         let result = {
-            let mut inner = self
-                .shared
-                .try_borrow_mut()
-                .map_err(|_| error::state("busy", "the store is busy (called from inside its own callback)"))?;
-            if inner.closed {
-                return Err(error::state("closed", "the store is closed"));
-            }
+            let mut inner = self.open_mut()?;
             if inner.locked.is_some() {
                 return Err(error::state("locked", "the store is locked: call unlock(passphrase)"));
             }
@@ -187,6 +194,9 @@ impl KathonStore {
 
     fn read<T>(&self, f: impl FnOnce(&kathon_core::model::BrowserState) -> T) -> Result<T, JsValue> {
         let inner = self.shared.try_borrow().map_err(|_| error::state("busy", "the store is busy"))?;
+        if inner.closed {
+            return Err(error::state("closed", "the store is closed"));
+        }
         if inner.locked.is_some() {
             return Err(error::state("locked", "the store is locked: call unlock(passphrase)"));
         }
@@ -258,13 +268,14 @@ impl KathonStore {
         Ok(KathonStore { shared })
     }
 
-    /// Whether the store is enrolled, locked, and who it is.
+    /// Whether the store is enrolled, locked or closed, and who it is (nobody once closed).
     #[wasm_bindgen(unchecked_return_type = "StoreStatus")]
     pub fn status(&self) -> JsValue {
         let Ok(inner) = self.shared.try_borrow() else { return JsValue::NULL };
         let engine = inner.engine.as_ref();
         to_js(&serde_json::json!({
             "name": inner.name,
+            "closed": inner.closed,
             "enrolled": engine.and_then(Engine::identity).is_some(),
             "locked": inner.locked.is_some(),
             "passphraseSet": inner.seal.is_some() || inner.locked.is_some(),
@@ -278,7 +289,7 @@ impl KathonStore {
     #[wasm_bindgen(js_name = createIdentity)]
     pub fn create_identity(&self, device_name: &str) -> Result<(), JsValue> {
         {
-            let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "store busy"))?;
+            let mut inner = self.open_mut()?;
             if inner.engine.as_ref().is_some_and(|e| e.identity().is_some()) || inner.locked.is_some() {
                 return Err(error::state("not-enrolled", "this store already belongs to an identity"));
             }
@@ -299,7 +310,7 @@ impl KathonStore {
         let code =
             PairingCode::parse(code).map_err(|e| error::js_error("KathonInputError", "invalid", &e.to_string()))?;
         {
-            let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "store busy"))?;
+            let mut inner = self.open_mut()?;
             if inner.engine.as_ref().is_some_and(|e| e.identity().is_some()) {
                 return Err(error::state("not-enrolled", "this store already belongs to an identity"));
             }
@@ -364,7 +375,7 @@ impl KathonStore {
     /// Unlocks a store protected by a passphrase.
     pub fn unlock(&self, passphrase: &str) -> Result<(), JsValue> {
         {
-            let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "store busy"))?;
+            let mut inner = self.open_mut()?;
             let Some((sealed, records)) = inner.locked.take() else { return Ok(()) };
             let Some(identity) = seal::open(passphrase, &sealed) else {
                 inner.locked = Some((sealed, records));
@@ -384,7 +395,7 @@ impl KathonStore {
     /// `error`, or `*`). Returns a function that stops listening.
     pub fn on(&self, kind: &str, listener: js_sys::Function) -> Result<js_sys::Function, JsValue> {
         let id = {
-            let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "store busy"))?;
+            let mut inner = self.open_mut()?;
             let id = inner.next_listener;
             inner.next_listener = inner.next_listener.saturating_add(1);
             inner.listeners.push((id, kind.to_owned(), listener));
@@ -407,6 +418,7 @@ impl KathonStore {
     /// The bridge is untrusted: the engine's handshake authenticates every peer.
     #[wasm_bindgen(js_name = connectBridge)]
     pub fn connect_bridge(&self, url: Option<String>) -> Result<(), JsValue> {
+        drop(self.open_mut()?);
         let url = url.unwrap_or_else(|| "ws://127.0.0.1:7710/ws".to_owned());
         let ws = web_sys::WebSocket::new(&url)
             .map_err(|e| error::network("signaling", &format!("cannot open {url}: {e:?}")))?;
@@ -452,7 +464,7 @@ impl KathonStore {
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "store busy"))?;
+        let mut inner = self.open_mut()?;
         if let Some(driver::SignalingLink::Socket { ws: old, .. }) = inner.signaling.take() {
             old.set_onclose(None);
             let _ = old.close();
@@ -469,7 +481,7 @@ impl KathonStore {
     #[wasm_bindgen(js_name = attachSignaling)]
     pub fn attach_signaling(&self, send: js_sys::Function) -> Result<js_sys::Function, JsValue> {
         {
-            let mut inner = self.shared.try_borrow_mut().map_err(|_| error::state("busy", "store busy"))?;
+            let mut inner = self.open_mut()?;
             inner.signaling = Some(driver::SignalingLink::Custom(send));
             inner.status.bridge = "custom".into();
         }
@@ -548,7 +560,10 @@ impl KathonStore {
 
     /// Re-verifies every stored signature (the full audit). Resolves to the failures.
     pub fn audit(&self) -> Result<JsValue, JsValue> {
-        let inner = self.shared.try_borrow().map_err(|_| error::state("busy", "store busy"))?;
+        let inner = self.shared.try_borrow().map_err(|_| error::state("busy", "the store is busy"))?;
+        if inner.closed {
+            return Err(error::state("closed", "the store is closed"));
+        }
         let failures: Vec<(String, String)> = inner
             .engine
             .as_ref()
@@ -991,7 +1006,10 @@ impl KathonStore {
         }
     }
 
-    /// Closes the store: connections, the bridge, IndexedDB.
+    /// Closes the store: connections, the bridge, IndexedDB. Changes made before it are still
+    /// stored (`flush()` after `close()` resolves once they are); then the replica and the keys
+    /// are dropped. Every call but `status()`, `syncStatus()` and `flush()` then throws
+    /// `KathonStateError` `closed`.
     pub fn close(&self) {
         let Ok(mut inner) = self.shared.try_borrow_mut() else { return };
         inner.closed = true;
@@ -1022,7 +1040,7 @@ impl KathonStore {
             return; // the running writer closes the database when it is done
         }
         if inner.storage_queue.is_empty() {
-            inner.db.close();
+            inner.release();
             return;
         }
         inner.storage_busy = true;

@@ -152,6 +152,116 @@ async fn changes_made_just_before_close_are_not_lost() {
     again.close();
 }
 
+/// Counts the bytes allocated and not yet freed, to see what a closed store still holds.
+mod counting {
+    #![allow(unsafe_code)]
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(crate) struct Counting;
+
+    // SAFETY: forwards to `System`, only adding bookkeeping in a const-initialised thread local
+    // (which never allocates).
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = LIVE.try_with(|live| live.set(live.get().saturating_add(layout.size())));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(layout.size())));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    pub(crate) fn live_bytes() -> usize {
+        LIVE.with(Cell::get)
+    }
+}
+
+/// After `close` the store's changes are still stored (`flush` waits for them), and then every
+/// call but `status`, `syncStatus` and `flush` is refused with `closed` — none revives it.
+#[wasm_bindgen_test]
+async fn a_closed_store_stores_what_it_had_and_refuses_every_later_call() {
+    let name = unique("closed");
+    let store = KathonStore::open(name.clone()).await.unwrap();
+    store.create_identity("laptop").unwrap();
+    let kept = store.add_bookmark(json(r#"{"title":"kept","url":"https://a.example/"}"#)).unwrap();
+    store.close();
+    store.flush().await.unwrap();
+    let status = store.status();
+    assert_eq!(get(&status, "closed"), JsValue::TRUE);
+    assert_eq!(get(&status, "enrolled"), JsValue::FALSE, "the replica and the keys are gone");
+    let refusals = [
+        store.bookmark_children("toolbar").unwrap_err(),
+        store.counts().unwrap_err(),
+        store.digest().unwrap_err(),
+        store.audit().unwrap_err(),
+        store.devices().unwrap_err(),
+        store.add_bookmark(json(r#"{"title":"late","url":"https://b.example/"}"#)).unwrap_err(),
+        store.create_identity("a second identity").unwrap_err(),
+        store.unlock("a passphrase").unwrap_err(),
+        store.connect_bridge(Some("ws://127.0.0.1:9/ws".into())).unwrap_err(),
+        store.on("change", js_sys::Function::new_no_args("")).unwrap_err(),
+    ];
+    for (i, error) in refusals.iter().enumerate() {
+        assert!(error.is_instance_of::<js_sys::Error>(), "refusal {i}");
+        assert_eq!(get(error, "name").as_string().unwrap(), "KathonStateError", "refusal {i}");
+        assert_eq!(get(error, "code").as_string().unwrap(), "closed", "refusal {i}");
+    }
+    assert_eq!(get(&store.status(), "enrolled"), JsValue::FALSE);
+    let again = KathonStore::open(name).await.unwrap();
+    let ids: Vec<String> = js_sys::Array::from(&again.bookmark_children("toolbar").unwrap())
+        .iter()
+        .map(|c| get(&c, "id").as_string().unwrap())
+        .collect();
+    assert_eq!(ids, vec![kept]);
+    again.close();
+}
+
+/// A closed store gives its replica's memory back once its writes are stored, not when the page
+/// collects its object: here every store stays referenced, as a page's variable would keep it.
+#[wasm_bindgen_test]
+async fn closed_stores_give_their_memory_back() {
+    let mut kept = Vec::new();
+    let mut held_after = Vec::new();
+    let mut replica_bytes = 0;
+    for _ in 0..4 {
+        let before = counting::live_bytes();
+        let store = KathonStore::open(unique("memory")).await.unwrap();
+        store.create_identity("laptop").unwrap();
+        for i in 0..300 {
+            store
+                .add_bookmark(json(&format!(
+                    r#"{{"title":"Bookmark {i} with a title of ordinary length","url":"https://site{i}.example.org/a/path?q={i}"}}"#
+                )))
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+        replica_bytes = counting::live_bytes().saturating_sub(before);
+        store.close();
+        store.flush().await.unwrap();
+        held_after.push(counting::live_bytes().saturating_sub(before));
+        kept.push(store);
+    }
+    // What stays per closed store (its handle, name and counters) is a few KB; its replica of
+    // 300 bookmarks is far more.
+    assert!(replica_bytes > 200_000, "the replica held {replica_bytes} bytes");
+    for (i, held) in held_after.iter().enumerate() {
+        assert!(*held < 65_536, "closed store {i} still holds {held} bytes (its replica was {replica_bytes})");
+    }
+    drop(kept);
+}
+
 #[wasm_bindgen_test]
 async fn a_tampered_record_is_detected_on_load() {
     let name = unique("tamper");
