@@ -1,7 +1,7 @@
 // The same workloads done with Kathon Sync's npm package, with Yjs + y-indexeddb and with
 // Automerge (persisted to IndexedDB the way automerge-repo does it: one incremental save per
 // change). `run.mjs` calls these from Playwright, one fresh page (or browser) per measurement.
-import init, { KathonStore } from 'kathon-sync';
+import init, { KathonStore, warmUp } from 'kathon-sync';
 import initFloor, * as floor from 'kathon-bench-wasm';
 import * as Y from 'yjs';
 import { IndexeddbPersistence } from 'y-indexeddb';
@@ -113,8 +113,15 @@ const automergeAddBookmark = (doc, i) =>
   });
 
 const write = {
-  async kathon(name, n) {
+  /** `warm`: edits for `warmUp()` in a worker first, awaited (its time is returned, not counted). */
+  async kathon(name, n, warm = 0) {
     await init();
+    let warmUpMs = null;
+    if (warm > 0) {
+      const w0 = now();
+      if (!(await warmUp(warm))) throw new Error('warmUp() did not run');
+      warmUpMs = now() - w0;
+    }
     const store = await KathonStore.open(name);
     store.createIdentity('bench');
     await store.flush();
@@ -131,7 +138,7 @@ const write = {
     // How many signed envelopes the edits took (group commit shares them).
     const envelopes = store.counts().envelopes;
     store.close();
-    return { ms, cpuMs: cpu, check, envelopes };
+    return { ms, cpuMs: cpu, check, envelopes, warmUpMs };
   },
   async yjs(name, n) {
     const doc = new Y.Doc();

@@ -65,6 +65,28 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
+#[wasm_bindgen(module = "/js/warm.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = startWarmUp)]
+    fn start_warm_up(edits: u32) -> js_sys::Promise;
+}
+
+/// How many edits `warmUp` makes by default: ~0.3 s of a worker's time, most of the gain
+/// (`benches/README.md`, "Warming up in a worker").
+const WARM_UP_EDITS: u32 = 1_000;
+const MAX_WARM_UP_EDITS: u32 = 10_000;
+
+/// Runs the store's write path in a worker (`edits` bookmark adds into a throwaway store whose
+/// database is deleted after), so the page's first edits run code already compiled: V8 shares
+/// the compiled module between the page and its workers. Call it after `init()`, early, when the
+/// page's first edits should be fast; nothing waits for it. Resolves to whether it ran (`false`
+/// where module workers or IndexedDB are unavailable: nothing is lost but the head start).
+#[wasm_bindgen(js_name = warmUp)]
+pub async fn warm_up(edits: Option<u32>) -> bool {
+    let edits = edits.unwrap_or(WARM_UP_EDITS).min(MAX_WARM_UP_EDITS);
+    wasm_bindgen_futures::JsFuture::from(start_warm_up(edits)).await.ok().and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
 /// The version of this package.
 #[wasm_bindgen]
 pub fn version() -> String {
@@ -223,9 +245,12 @@ impl KathonStore {
         let db = Rc::new(idb_store::Db::open(&name).await?);
         let endpoint = kathon_core::text::hex(&util::random::<12>()?);
         let shared: Shared = Rc::new(RefCell::new(Inner::new(name, db.clone(), endpoint)));
-        // One persistent DTLS certificate per device (ECDSA P-256: what Chromium accepts).
+        // One persistent DTLS certificate per device (ECDSA P-256: what Chromium accepts). A
+        // worker has no WebRTC: a store opened there works without sync and makes none.
+        let has_webrtc = js_sys::Reflect::has(&js_sys::global(), &"RTCPeerConnection".into()).unwrap_or(false);
         let cert = match db.get_meta("dtls-certificate").await? {
             Some(cert) => cert,
+            None if !has_webrtc => JsValue::UNDEFINED,
             None => {
                 let algorithm = js_sys::Object::new();
                 js_sys::Reflect::set(&algorithm, &"name".into(), &"ECDSA".into())?;
