@@ -50,13 +50,25 @@ function checkFiles(files) {
   check(r?.isError && r.name === 'KathonInputError' && r.code === 'import' && /line 3/.test(r.message), `malformed file: ${f}`);
 }
 
+/** `warmUp()` runs its worker to the end (the worker found the package's module in this build)
+ * and deletes the throwaway store's database. */
+async function checkWarmUp(page) {
+  const outcome = await page.evaluate(async () => {
+    const ran = await window.warmUp(200);
+    const left = (await indexedDB.databases()).map((d) => d.name).filter((n) => n.includes('warm-up'));
+    return { ran, left };
+  });
+  check(outcome.ran === true && outcome.left.length === 0, `warmUp: ${JSON.stringify(outcome)}`);
+}
+
 const formatsRequests = (urls) => urls.filter((u) => /kathon_formats[^/]*\.wasm/.test(u)).length;
 
 const wasmRequests = (urls) => urls.filter((u) => /\.wasm$/.test(new URL(u).pathname)).length;
 
 // The bundler flavour: no initialiser, the module is ready once imported.
 const WEBPACK_APP = `
-import { KathonStore } from 'kathon-sync/bundler';
+import { KathonStore, warmUp } from 'kathon-sync/bundler';
+window.warmUp = warmUp;
 const store = await KathonStore.open('webpack-app');
 window.store = store;
 if (!store.status().enrolled) store.createIdentity('webpack test');
@@ -83,8 +95,9 @@ async function webpackBuild(app) {
 }
 
 const APP = `
-import init, { KathonStore } from 'kathon-sync';
+import init, { KathonStore, warmUp } from 'kathon-sync';
 await init();
+window.warmUp = warmUp;
 const store = await KathonStore.open('vite-app');
 window.store = store;
 if (!store.status().enrolled) store.createIdentity('vite test');
@@ -157,6 +170,7 @@ try {
       check(formatsRequests(requests) === 0, `fetched before any import: ${requests.join(' ')}`);
       checkFiles(await page.evaluate(filesInPage));
       check(formatsRequests(requests) === 1, `fetched ${formatsRequests(requests)} times: ${requests.join(' ')}`);
+      await checkWarmUp(page);
       check(errors.length === 0, errors.join('\n'));
     } finally {
       await context.close();
@@ -183,6 +197,7 @@ try {
       check(wasmRequests(requests) === 2, `.wasm fetched before any import (two page loads): ${requests.join(' ')}`);
       checkFiles(await page.evaluate(filesInPage));
       check(wasmRequests(requests) === 3, `.wasm fetched after the imports: ${requests.join(' ')}`);
+      await checkWarmUp(page);
       check(errors.length === 0, errors.join('\n'));
     } finally {
       await context.close();
@@ -196,8 +211,9 @@ try {
     writeFileSync(
       join(site, 'index.html'),
       `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
-        import init, { KathonStore, version } from './pkg/kathon_wasm.js';
+        import init, { KathonStore, version, warmUp } from './pkg/kathon_wasm.js';
         await init();
+        window.warmUp = warmUp;
         const store = await KathonStore.open('plain');
         store.createIdentity('plain page');
         store.recordVisit({ url: 'https://example.org/', title: 'Example' });
@@ -226,6 +242,7 @@ try {
       check(unavailable?.isError && unavailable.name === 'KathonStateError' && unavailable.code === 'unavailable', JSON.stringify(unavailable));
       await page.unroute('**/kathon_formats_bg.wasm');
       checkFiles(await page.evaluate(filesInPage));
+      await checkWarmUp(page);
       // The only errors: the one aborted fetch, as the test wanted.
       const aborted = errors.filter((e) => /Failed to load resource: net::ERR_FAILED/.test(e));
       const unexpected = errors.filter((e) => !aborted.includes(e));
