@@ -71,7 +71,7 @@ extern "C" {
     fn start_warm_up(edits: u32) -> js_sys::Promise;
 }
 
-/// How many edits `warmUp` makes by default: ~0.3 s of a worker's time, most of the gain
+/// How many edits `warmUp` makes by default: ~0.4 s of a worker's time, most of the gain
 /// (`benches/README.md`, "Warming up in a worker").
 const WARM_UP_EDITS: u32 = 1_000;
 const MAX_WARM_UP_EDITS: u32 = 10_000;
