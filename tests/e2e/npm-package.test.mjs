@@ -222,6 +222,25 @@ try {
         window.result = { version: version(), visits: store.history().length };
       </script>`,
     );
+    // A store in a dedicated worker: it stores, and refuses to sync (no WebRTC there).
+    writeFileSync(
+      join(site, 'worker.js'),
+      `import init, { KathonStore } from './pkg/kathon_wasm.js';
+      await init();
+      const store = await KathonStore.open('in-a-worker');
+      store.createIdentity('worker');
+      store.addBookmark({ title: 'from a worker', url: 'https://worker.example/' });
+      await store.flush();
+      let refused;
+      try {
+        store.connectBridge('ws://127.0.0.1:9/ws');
+      } catch (e) {
+        refused = { isError: e instanceof Error, name: e.name, code: e.code };
+      }
+      store.close();
+      const again = await KathonStore.open('in-a-worker');
+      self.postMessage({ titles: again.bookmarkChildren('toolbar').map((b) => b.title), refused });`,
+    );
     const server = await serve(site);
     const context = await browser(join(work, 'profile-plain'));
     try {
@@ -231,6 +250,19 @@ try {
       await page.waitForFunction(() => window.result, null, { timeout: 20_000 });
       const result = await page.evaluate(() => window.result);
       check(result.visits === 1 && /^\d+\.\d+\.\d+$/.test(result.version), JSON.stringify(result));
+      const inWorker = await page.evaluate(
+        () =>
+          new Promise((resolve) => {
+            const worker = new Worker('./worker.js', { type: 'module' });
+            worker.onmessage = ({ data }) => resolve(data);
+            worker.onerror = (e) => resolve({ error: e.message });
+          }),
+      );
+      const r = inWorker.refused;
+      check(
+        JSON.stringify(inWorker.titles) === '["from a worker"]' && r?.isError && r.name === 'KathonNetworkError' && r.code === 'webrtc',
+        `a store in a worker: ${JSON.stringify(inWorker)}`,
+      );
       // An import/export module that cannot be fetched: a clear error, and the next call loads it.
       await page.route('**/kathon_formats_bg.wasm', (route) => route.abort());
       const unavailable = await page.evaluate(() =>

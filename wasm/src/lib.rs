@@ -247,7 +247,7 @@ impl KathonStore {
         let shared: Shared = Rc::new(RefCell::new(Inner::new(name, db.clone(), endpoint)));
         // One persistent DTLS certificate per device (ECDSA P-256: what Chromium accepts). A
         // worker has no WebRTC: a store opened there works without sync and makes none.
-        let has_webrtc = js_sys::Reflect::has(&js_sys::global(), &"RTCPeerConnection".into()).unwrap_or(false);
+        let has_webrtc = util::has_webrtc();
         let cert = match db.get_meta("dtls-certificate").await? {
             Some(cert) => cert,
             None if !has_webrtc => JsValue::UNDEFINED,
@@ -440,10 +440,12 @@ impl KathonStore {
     // --- sync ----------------------------------------------------------------------------------
 
     /// Connects to the bridge on this machine (default `ws://127.0.0.1:7710/ws`) for signaling.
-    /// The bridge is untrusted: the engine's handshake authenticates every peer.
+    /// The bridge is untrusted: the engine's handshake authenticates every peer. Throws
+    /// `KathonNetworkError` `webrtc` where there is no WebRTC (in a worker).
     #[wasm_bindgen(js_name = connectBridge)]
     pub fn connect_bridge(&self, url: Option<String>) -> Result<(), JsValue> {
         drop(self.open_mut()?);
+        util::require_webrtc()?;
         let url = url.unwrap_or_else(|| "ws://127.0.0.1:7710/ws".to_owned());
         let ws = web_sys::WebSocket::new(&url)
             .map_err(|e| error::network("signaling", &format!("cannot open {url}: {e:?}")))?;
@@ -505,6 +507,7 @@ impl KathonStore {
     /// and tests.
     #[wasm_bindgen(js_name = attachSignaling)]
     pub fn attach_signaling(&self, send: js_sys::Function) -> Result<js_sys::Function, JsValue> {
+        util::require_webrtc()?;
         {
             let mut inner = self.open_mut()?;
             inner.signaling = Some(driver::SignalingLink::Custom(send));

@@ -10,6 +10,23 @@ pub(crate) fn now_ms() -> u64 {
     if ms.is_finite() && ms > 0.0 { ms as u64 } else { 0 }
 }
 
+/// Whether this context has WebRTC (a page does; a worker does not).
+pub(crate) fn has_webrtc() -> bool {
+    js_sys::Reflect::has(&js_sys::global(), &JsValue::from_str("RTCPeerConnection")).unwrap_or(false)
+}
+
+/// Refuses to start syncing where there is no WebRTC, before anything is opened.
+pub(crate) fn require_webrtc() -> Result<(), JsValue> {
+    if has_webrtc() {
+        Ok(())
+    } else {
+        Err(crate::error::network(
+            "webrtc",
+            "no WebRTC in this context (a worker?): a store here works offline and does not sync",
+        ))
+    }
+}
+
 fn crypto() -> Result<web_sys::Crypto, JsValue> {
     let global = js_sys::global();
     js_sys::Reflect::get(&global, &JsValue::from_str("crypto"))?
